@@ -1,0 +1,65 @@
+# Album pipeline: `make run` starts the local stack and the worker; `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STACK := bash compose/local/stack.sh
+WORKER := bash compose/local/worker.sh
+PYTEST_ARGS ?=
+
+.PHONY: help run stop test test-unit test-integration lint format typecheck stack-up stack-down \
+        stack-status worker-up worker-down worker-logs venv clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed ## Create the virtualenv and install the package with dev tools
+
+run: venv stack-up worker-up ## Start the local stack and the worker, then show where to look
+	@$(WORKER) info
+
+stop: worker-down stack-down ## Stop the worker and the local stack
+
+test: venv stack-up ## Run the whole test suite (starts the servers it needs)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv ## Run the unit tests only (no server needed)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: venv ## ruff check + format check, mypy strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: venv ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+stack-up: ## Start Kafka, Postgres, Neo4j, S3 and Prometheus on 127.0.0.1 (idempotent)
+	@$(STACK) up
+
+stack-down: ## Stop every server of the local stack
+	@$(STACK) down
+
+stack-status: ## Tell which server of the local stack is up
+	@$(STACK) status
+
+worker-up: venv ## Start the Faust worker in the background (pid file under .stack/run)
+	@$(WORKER) up
+
+worker-down: ## Stop the worker
+	@$(WORKER) down
+
+worker-logs: ## Follow the worker's log
+	@tail -n 100 -f .stack/logs/worker.log
+
+clean: stop ## Stop everything and delete .stack/ (data, logs, downloads) and the venv
+	rm -rf .stack $(VENV)

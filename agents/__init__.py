@@ -1,0 +1,1 @@
+"""Faust agents: ingest-side routing, the album assembler and the sink agents."""

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The Faust worker as a background process of the local stack: up|down|status|info.
+# Runs `python -m streams worker` from the repo's venv with its log in $STACK_DIR/logs.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+NAME=worker
+PY="${VENV:-$REPO_ROOT/.venv}/bin/python"
+
+answers() { curl -fsS "http://127.0.0.1:${WEB_PORT}/health" >/dev/null; }
+
+worker_up() {
+  if is_running $NAME; then
+    log "worker: already running (pid $(cat "$(pidfile $NAME)"))"
+    wait_until $NAME 180 answers
+    return 0
+  fi
+  rm -f "$(pidfile $NAME)"
+  [ -x "$PY" ] || die "worker: no venv at $PY (run make venv)"
+  ensure_port_free worker 127.0.0.1 "$WEB_PORT"
+  log "worker: starting (web on 127.0.0.1:$WEB_PORT)"
+  cd "$REPO_ROOT"
+  start_bg $NAME "$PY" -m streams worker --loglevel "${LOG_LEVEL:-info}"
+  wait_until $NAME 180 answers
+  log "worker: up"
+}
+
+worker_info() {
+  cat <<INFO
+
+  The album pipeline is running.
+    health           curl http://127.0.0.1:${WEB_PORT}/health
+    detailed health  curl http://127.0.0.1:${WEB_PORT}/health/detailed
+    metrics          curl http://127.0.0.1:${WEB_PORT}/metrics
+    table views      curl http://127.0.0.1:${WEB_PORT}/table/
+    Prometheus       http://127.0.0.1:${PROMETHEUS_PORT}
+    worker log       make worker-logs      (file: ${LOG_DIR}/worker.log)
+    servers          make stack-status
+    stop everything  make stop
+
+INFO
+}
+
+case "${1:-status}" in
+  up) worker_up ;;
+  down) stop_pid $NAME 60 ;;
+  status) if is_running $NAME && answers; then echo "worker: up (pid $(cat "$(pidfile $NAME)"))"; else echo "worker: down"; exit 3; fi ;;
+  info) worker_info ;;
+  *) die "usage: $0 up|down|status|info" ;;
+esac

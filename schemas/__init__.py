@@ -1,0 +1,1 @@
+"""Event models of the wire contract and their validation."""

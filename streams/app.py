@@ -1,0 +1,29 @@
+"""The one faust.App of the pipeline; agents, tables and views register themselves by import."""
+
+from __future__ import annotations
+
+import faust
+
+from streams.settings import settings
+
+# Faust creates its datadir but not the parents of it.
+settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+app = faust.App(
+    settings.app_id,
+    broker=settings.broker_urls,
+    # The store must be set on the app: a per-table `store=` is silently ignored by Faust.
+    store="rocksdb://",
+    datadir=str(settings.table_dir),
+    processing_guarantee=settings.processing_guarantee,
+    topic_partitions=settings.topic_partitions,
+    topic_replication_factor=settings.topic_replication_factor,
+    web_port=settings.web_port,
+    web_bind=settings.web_bind,
+    web_host=settings.web_bind,
+    # Workers of one group forward table-view requests for keys they do not own.
+    web_in_thread=False,
+    consumer_auto_offset_reset="earliest",
+    origin="streams",
+    autodiscover=["streams.views", "tables", "agents"],
+)

@@ -1,0 +1,217 @@
+"""The one frozen Settings object: every environment variable of the pipeline is read here."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the pipeline cannot use."""
+
+
+class Secret:
+    """A string that never shows itself in repr(), str() or logs; `.get()` reveals it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@]+:)[^@]*@")
+
+
+def redact_url(url: str) -> str:
+    """`scheme://user:password@host` → `scheme://user:***@host`, for logs and health output."""
+    return _URL_PASSWORD.sub(r"\1***@", url)
+
+
+def _env(name: str, default: object, *, doc: str) -> Any:
+    # A dataclass field that records its environment variable's name and documentation.
+    return field(default=default, metadata={"env": name, "doc": doc})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Configuration of workers, tools and tests, read from the environment by `from_env()`.
+
+    Args mirror the variables of DESIGN.md's Environment table; an empty value for an optional
+    endpoint (S3_ENDPOINT_URL, NEO4J_URI, DATABASE_URL) disables that sink, and the worker
+    reports it as disabled in /health/detailed.
+    """
+
+    kafka_bootstrap_servers: str = _env(
+        "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", doc="comma-separated host:port of brokers"
+    )
+    app_id: str = _env("APP_ID", "album-pipeline", doc="Faust app id: consumer group, topic prefix")
+    topic_partitions: int = _env(
+        "TOPIC_PARTITIONS", 8, doc="partitions of internal topics and table changelogs"
+    )
+    topic_replication_factor: int = _env(
+        "TOPIC_REPLICATION_FACTOR", 1, doc="replication of internal topics (3 in production)"
+    )
+    processing_guarantee: ProcessingGuarantee = _env(
+        "PROCESSING_GUARANTEE", "at_least_once", doc="at_least_once or exactly_once"
+    )
+    album_deadline_seconds: float = _env(
+        "ALBUM_DEADLINE_SECONDS", 600.0, doc="after this an incomplete album is emitted partial"
+    )
+    album_state_retention_seconds: float = _env(
+        "ALBUM_STATE_RETENTION_SECONDS", 86400.0, doc="state kept after final assembly"
+    )
+    web_port: int = _env("WEB_PORT", 6066, doc="Faust web port")
+    web_bind: str = _env("WEB_BIND", "127.0.0.1", doc="Faust web bind address")
+    data_dir: Path = _env(
+        "DATA_DIR", Path(".stack/data"), doc="RocksDB tables and embedded Qdrant (relative to cwd)"
+    )
+    database_url: Secret = _env(
+        "DATABASE_URL",
+        Secret("postgresql+asyncpg://albums:albums@127.0.0.1:5432/albums"),
+        doc="SQLAlchemy async URL of Postgres",
+    )
+    s3_endpoint_url: str = _env("S3_ENDPOINT_URL", "http://127.0.0.1:9000", doc="S3 endpoint")
+    s3_bucket: str = _env("S3_BUCKET", "albums", doc="bucket of album summaries and media")
+    s3_access_key: str = _env("S3_ACCESS_KEY", "albums", doc="S3 access key id")
+    s3_secret_key: Secret = _env(
+        "S3_SECRET_KEY", Secret("albums-secret-key"), doc="S3 secret key"
+    )
+    s3_region: str = _env("S3_REGION", "us-east-1", doc="S3 region name")
+    qdrant_url: str = _env("QDRANT_URL", "", doc="Qdrant server URL; empty = embedded local mode")
+    qdrant_api_key: Secret = _env(
+        "QDRANT_API_KEY", Secret(""), doc="Qdrant API key (server mode)"
+    )
+    neo4j_uri: str = _env("NEO4J_URI", "bolt://127.0.0.1:7687", doc="Neo4j Bolt URI")
+    neo4j_user: str = _env("NEO4J_USER", "neo4j", doc="Neo4j user")
+    neo4j_password: Secret = _env(
+        "NEO4J_PASSWORD", Secret("albums-neo4j"), doc="Neo4j password"
+    )
+    telegram_api_id: int = _env(
+        "TELEGRAM_API_ID", 0, doc="Telegram API id (ingestion only; 0 = unset)"
+    )
+    telegram_api_hash: Secret = _env(
+        "TELEGRAM_API_HASH", Secret(""), doc="Telegram API hash (ingestion only)"
+    )
+    telegram_session: Secret = _env(
+        "TELEGRAM_SESSION", Secret(""), doc="Telethon string session (ingestion only)"
+    )
+    log_level: str = _env("LOG_LEVEL", "INFO", doc="log level of workers and tools")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build Settings from `environ` (default: os.environ); keyword overrides win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            if f.name in overrides:
+                values[f.name] = overrides.pop(f.name)
+                continue
+            raw = env.get(name)
+            values[f.name] = f.default if raw is None else _convert(f.name, name, raw)
+        if overrides:
+            raise SettingsError(f"unknown settings: {sorted(overrides)}")
+        return cls(**values)  # type: ignore[arg-type]  # keys are exactly the fields
+
+    def __post_init__(self) -> None:
+        if self.processing_guarantee not in get_args(ProcessingGuarantee):
+            raise SettingsError(
+                f"PROCESSING_GUARANTEE must be one of {get_args(ProcessingGuarantee)}, "
+                f"got {self.processing_guarantee!r}"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", self.app_id):
+            raise SettingsError(f"APP_ID must match [A-Za-z0-9._-]{{1,200}}, got {self.app_id!r}")
+        if not 1 <= self.topic_partitions <= 1024:
+            raise SettingsError(f"TOPIC_PARTITIONS must be 1..1024, got {self.topic_partitions}")
+        if self.album_deadline_seconds <= 0:
+            raise SettingsError("ALBUM_DEADLINE_SECONDS must be > 0")
+        if self.album_state_retention_seconds <= 0:
+            raise SettingsError("ALBUM_STATE_RETENTION_SECONDS must be > 0")
+        if not 0 < self.web_port < 65536:
+            raise SettingsError(f"WEB_PORT must be 1..65535, got {self.web_port}")
+        if not self.broker_urls:
+            raise SettingsError("KAFKA_BOOTSTRAP_SERVERS is empty")
+
+    @property
+    def broker_urls(self) -> list[str]:
+        """Brokers as Faust URLs (`kafka://host:port`)."""
+        return [
+            f"kafka://{hp.strip()}" for hp in self.kafka_bootstrap_servers.split(",") if hp.strip()
+        ]
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """Brokers as aiokafka's `host:port` list."""
+        return [hp.strip() for hp in self.kafka_bootstrap_servers.split(",") if hp.strip()]
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly_once"
+
+    @property
+    def table_dir(self) -> Path:
+        """Where Faust keeps this app's RocksDB tables."""
+        return self.data_dir / "faust"
+
+    @property
+    def qdrant_path(self) -> Path:
+        """On-disk path of embedded Qdrant (used when QDRANT_URL is empty)."""
+        return self.data_dir / "qdrant"
+
+    @classmethod
+    def documented(cls) -> dict[str, str]:
+        """Environment variable name → documentation, for the README and tooling."""
+        return {f.metadata["env"]: f.metadata["doc"] for f in fields(cls)}
+
+    def public(self) -> dict[str, object]:
+        """Values safe to show (secrets and URL passwords redacted)."""
+        out: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Secret):
+                value = redact_url(value.get()) if f.name == "database_url" else repr(value)
+            out[f.metadata["env"]] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def _convert(attr: str, env_name: str, raw: str) -> object:
+    kind = Settings.__dataclass_fields__[attr].type
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+        if kind == "Secret":
+            return Secret(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{env_name}={raw!r} is not a valid {kind}") from exc
+    return raw.strip() if kind != "ProcessingGuarantee" else raw.strip().lower()
+
+
+settings = Settings.from_env()
+"""The settings of this process, read once at import."""

@@ -1,0 +1,1 @@
+"""Table declarations and the pure state model of an album in flight."""
