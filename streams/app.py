@@ -20,9 +20,8 @@ app = faust.App(
     topic_replication_factor=settings.topic_replication_factor,
     web_port=settings.web_port,
     web_bind=settings.web_bind,
-    web_host=settings.web_bind,
-    # Workers of one group forward table-view requests for keys they do not own.
-    web_in_thread=False,
+    # canonical URL other workers of the group forward table-view requests to
+    web_host=settings.web_host,
     consumer_auto_offset_reset="earliest",
     origin="streams",
     autodiscover=["streams.views", "tables", "agents"],

@@ -85,6 +85,9 @@ class Settings:
     )
     web_port: int = _env("WEB_PORT", 6066, doc="Faust web port")
     web_bind: str = _env("WEB_BIND", "127.0.0.1", doc="Faust web bind address")
+    web_host: str = _env(
+        "WEB_HOST", "127.0.0.1", doc="host name other workers use to reach this one's web server"
+    )
     data_dir: Path = _env(
         "DATA_DIR", Path(".stack/data"), doc="RocksDB tables and embedded Qdrant (relative to cwd)"
     )

@@ -1,0 +1,24 @@
+# Ports, versions and credentials of the local stack (sourced). Each may be overridden from
+# the environment; the defaults match streams/settings.py so `make run` and `make test` work
+# with no variable set.
+: "${KAFKA_PORT:=9092}"
+: "${KAFKA_CONTROLLER_PORT:=9093}"
+: "${KAFKA_HEAP:=-Xms256m -Xmx768m}"
+: "${POSTGRES_PORT:=5432}"
+: "${POSTGRES_USER:=albums}"
+: "${POSTGRES_PASSWORD:=albums}"
+: "${POSTGRES_DB:=albums}"
+: "${POSTGRES_TEST_DB:=albums_test}"
+: "${NEO4J_BOLT_PORT:=7687}"
+: "${NEO4J_VERSION:=5.26.30}"
+: "${NEO4J_HEAP:=-Xms256m -Xmx768m}"
+: "${S3_PORT:=9000}"
+: "${S3_ACCESS_KEY:=albums}"
+: "${S3_SECRET_KEY:=albums-secret-key}"
+: "${S3_BUCKET:=albums}"
+: "${VERSITYGW_VERSION:=v1.8.0}"
+: "${PROMETHEUS_PORT:=9090}"
+: "${WEB_PORT:=6066}"
+export KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_HEAP POSTGRES_PORT POSTGRES_USER POSTGRES_PASSWORD \
+  POSTGRES_DB POSTGRES_TEST_DB NEO4J_BOLT_PORT NEO4J_VERSION NEO4J_HEAP S3_PORT S3_ACCESS_KEY \
+  S3_SECRET_KEY S3_BUCKET VERSITYGW_VERSION PROMETHEUS_PORT WEB_PORT

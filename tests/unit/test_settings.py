@@ -1,0 +1,111 @@
+"""Settings: defaults of DESIGN.md, overrides from the environment, validation, secrecy."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from streams.settings import Secret, Settings, SettingsError, redact_url
+
+
+def test_defaults_match_the_design() -> None:
+    s = Settings.from_env({})
+    assert s.kafka_bootstrap_servers == "127.0.0.1:9092"
+    assert s.app_id == "album-pipeline"
+    assert s.topic_partitions == 8
+    assert s.processing_guarantee == "at_least_once"
+    assert s.album_deadline_seconds == 600
+    assert s.album_state_retention_seconds == 86400
+    assert s.web_port == 6066
+    assert s.data_dir == Path(".stack/data")
+    assert s.neo4j_uri == "bolt://127.0.0.1:7687"
+    assert s.qdrant_url == ""
+    assert s.database_url.get().endswith("@127.0.0.1:5432/albums")
+
+
+def test_environment_overrides_and_types() -> None:
+    s = Settings.from_env(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": "a:1, b:2",
+            "TOPIC_PARTITIONS": "3",
+            "PROCESSING_GUARANTEE": "EXACTLY_ONCE",
+            "ALBUM_DEADLINE_SECONDS": "2.5",
+            "DATA_DIR": "/srv/albums",
+            "S3_SECRET_KEY": "s3cr3t",
+        }
+    )
+    assert s.bootstrap_servers == ["a:1", "b:2"]
+    assert s.broker_urls == ["kafka://a:1", "kafka://b:2"]
+    assert s.topic_partitions == 3
+    assert s.exactly_once
+    assert s.album_deadline_seconds == 2.5
+    assert s.table_dir == Path("/srv/albums/faust")
+    assert s.s3_secret_key.get() == "s3cr3t"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TOPIC_PARTITIONS", "eight"),
+        ("TOPIC_PARTITIONS", "0"),
+        ("PROCESSING_GUARANTEE", "at_most_once"),
+        ("ALBUM_DEADLINE_SECONDS", "-1"),
+        ("WEB_PORT", "70000"),
+        ("APP_ID", "bad id/with spaces"),
+        ("KAFKA_BOOTSTRAP_SERVERS", " , "),
+    ],
+)
+def test_invalid_values_are_refused_with_the_variable_name(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_frozen() -> None:
+    s = Settings.from_env({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.app_id = "other"  # type: ignore[misc]
+
+
+def test_secrets_never_show() -> None:
+    s = Settings.from_env({"NEO4J_PASSWORD": "hunter2", "DATABASE_URL": "postgresql://u:pw@h/db"})
+    shown = repr(s) + str(s.public())
+    assert "hunter2" not in shown
+    assert ":pw@" not in shown
+    assert s.public()["DATABASE_URL"] == "postgresql://u:***@h/db"
+    assert repr(Secret("x")) == "Secret('**********')"
+    assert redact_url("bolt://h:7687") == "bolt://h:7687"
+
+
+def test_every_variable_is_documented_once() -> None:
+    docs = Settings.documented()
+    for name in [
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "APP_ID",
+        "TOPIC_PARTITIONS",
+        "PROCESSING_GUARANTEE",
+        "ALBUM_DEADLINE_SECONDS",
+        "ALBUM_STATE_RETENTION_SECONDS",
+        "WEB_PORT",
+        "DATA_DIR",
+        "DATABASE_URL",
+        "S3_ENDPOINT_URL",
+        "S3_BUCKET",
+        "S3_ACCESS_KEY",
+        "S3_SECRET_KEY",
+        "QDRANT_URL",
+        "NEO4J_URI",
+        "NEO4J_USER",
+        "NEO4J_PASSWORD",
+        "TELEGRAM_API_ID",
+        "TELEGRAM_API_HASH",
+        "TELEGRAM_SESSION",
+    ]:
+        assert docs.get(name), name
+    assert len(docs) == len(dataclasses.fields(Settings))
+
+
+def test_unknown_override_is_an_error() -> None:
+    with pytest.raises(SettingsError, match="unknown"):
+        Settings.from_env({}, no_such_setting=1)
