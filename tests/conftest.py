@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -40,10 +38,3 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def tmp_data_dir(tmp_path: Path) -> Iterator[Path]:
-    d = tmp_path / "data"
-    d.mkdir()
-    yield d

@@ -43,7 +43,9 @@ is_running() {
   f="$(pidfile "$1")"
   [ -f "$f" ] || return 1
   pid="$(cat "$f" 2>/dev/null)"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  # a killed process can linger as a zombie until its parent reaps it: that is not running
+  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != "Z" ]
 }
 
 # port_open HOST PORT : true when something accepts TCP connections there.
