@@ -24,5 +24,5 @@ app = faust.App(
     web_host=settings.web_host,
     consumer_auto_offset_reset="earliest",
     origin="streams",
-    autodiscover=["streams.views", "tables", "agents"],
+    autodiscover=["streams.views", "streams.commands", "tables", "agents"],
 )

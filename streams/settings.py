@@ -99,19 +99,13 @@ class Settings:
     s3_endpoint_url: str = _env("S3_ENDPOINT_URL", "http://127.0.0.1:9000", doc="S3 endpoint")
     s3_bucket: str = _env("S3_BUCKET", "albums", doc="bucket of album summaries and media")
     s3_access_key: str = _env("S3_ACCESS_KEY", "albums", doc="S3 access key id")
-    s3_secret_key: Secret = _env(
-        "S3_SECRET_KEY", Secret("albums-secret-key"), doc="S3 secret key"
-    )
+    s3_secret_key: Secret = _env("S3_SECRET_KEY", Secret("albums-secret-key"), doc="S3 secret key")
     s3_region: str = _env("S3_REGION", "us-east-1", doc="S3 region name")
     qdrant_url: str = _env("QDRANT_URL", "", doc="Qdrant server URL; empty = embedded local mode")
-    qdrant_api_key: Secret = _env(
-        "QDRANT_API_KEY", Secret(""), doc="Qdrant API key (server mode)"
-    )
+    qdrant_api_key: Secret = _env("QDRANT_API_KEY", Secret(""), doc="Qdrant API key (server mode)")
     neo4j_uri: str = _env("NEO4J_URI", "bolt://127.0.0.1:7687", doc="Neo4j Bolt URI")
     neo4j_user: str = _env("NEO4J_USER", "neo4j", doc="Neo4j user")
-    neo4j_password: Secret = _env(
-        "NEO4J_PASSWORD", Secret("albums-neo4j"), doc="Neo4j password"
-    )
+    neo4j_password: Secret = _env("NEO4J_PASSWORD", Secret("albums-neo4j"), doc="Neo4j password")
     telegram_api_id: int = _env(
         "TELEGRAM_API_ID", 0, doc="Telegram API id (ingestion only; 0 = unset)"
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -20,7 +20,7 @@ def readiness() -> tuple[bool, str]:
         return False, "starting"
     if app.rebalancing:
         return False, "rebalancing"
-    recovery = app.tables.recovery
+    recovery = cast(Any, app.tables).recovery  # TableManager has it, its ABC does not
     if app.in_recovery or not recovery.completed.is_set():
         return False, "recovering tables"
     return True, "ok"

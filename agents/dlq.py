@@ -1,0 +1,72 @@
+"""Sending dead letters: the original bytes, the stage and the reason, to `albums.dlq`."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+from schemas.dlq import dead_letter
+from schemas.events import VisionAnalyzed
+from streams.metrics import dlq_events_total
+from streams.topics import VISION_ANALYZED, dlq_topic
+
+log = logging.getLogger(__name__)
+
+
+async def send_dead_letter(
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    source_topic: str,
+    source_partition: int | None,
+    source_offset: int | None,
+    stage: str,
+    error: BaseException,
+    attempts: int = 1,
+    wait: bool = False,
+) -> None:
+    """Send a DLQ record; with `wait`, return only once the broker has it.
+
+    `wait` matters where a table is written after the send: Faust writes changelogs at once but
+    delays a plain send until the offset commit, so a crash in between would lose the record.
+    """
+    record = dead_letter(
+        key=key,
+        value=value,
+        source_topic=source_topic,
+        source_partition=source_partition,
+        source_offset=source_offset,
+        stage=stage,
+        error=error,
+        attempts=attempts,
+    )
+    dlq_events_total.labels(stage=stage, error_type=record.error_type).inc()
+    log.warning(
+        "dead letter from %s (%s:%s@%s): %s: %s",
+        stage,
+        source_topic,
+        source_partition,
+        source_offset,
+        record.error_type,
+        record.error_message,
+    )
+    if wait:
+        fut = await dlq_topic.send(key=key, value=record.encode(), force=True)
+        await fut
+    else:
+        await dlq_topic.send(key=key, value=record.encode())
+
+
+async def dead_letter_vision(event: VisionAnalyzed, stage: str, error: BaseException) -> None:
+    """A vision event rejected after routing: re-encoded to the contract, replayable."""
+    await send_dead_letter(
+        key=str(event.post_id).encode(),
+        value=orjson.dumps(event.to_dict()),
+        source_topic=VISION_ANALYZED,
+        source_partition=None,
+        source_offset=None,
+        stage=stage,
+        error=error,
+        wait=True,
+    )

@@ -1,0 +1,212 @@
+"""The events of the wire contract as typed, frozen dataclasses (no Faust, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ALBUMS_PARSED_V1 = "albums.parsed/v1"
+VISION_ANALYZED_V1 = "posts.vision.analyzed/v1"
+ALBUM_ASSEMBLED_V1 = "album.assembled/v1"
+DLQ_V1 = "albums.dlq/v1"
+
+MAX_ALBUM_ITEMS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class AlbumItem:
+    """One message of an album, as ingestion stored it."""
+
+    post_id: int
+    position: int
+    media_kind: str
+    message_id: int | None = None
+    media_object_id: str | None = None
+    sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "post_id": self.post_id,
+            "message_id": self.message_id,
+            "position": self.position,
+            "media_kind": self.media_kind,
+            "media_object_id": self.media_object_id,
+            "sha256": self.sha256,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AlbumParsed:
+    """`albums.parsed/v1`: an album (media group) with its items, keyed by album_id."""
+
+    album_id: int
+    tenant_id: str
+    channel_id: int
+    grouped_id: int
+    items: tuple[AlbumItem, ...]
+    event_id: str = ""
+    posted_at: str | None = None
+    caption_text: str | None = None
+    cover_media_id: str | None = None
+    parsed_at: str | None = None
+    schema: str = ALBUMS_PARSED_V1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "event_id": self.event_id,
+            "tenant_id": self.tenant_id,
+            "channel_id": self.channel_id,
+            "grouped_id": self.grouped_id,
+            "album_id": self.album_id,
+            "posted_at": self.posted_at,
+            "caption_text": self.caption_text,
+            "cover_media_id": self.cover_media_id,
+            "parsed_at": self.parsed_at,
+            "items": [i.to_dict() for i in self.items],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Vision:
+    """What the vision service saw in one post's media."""
+
+    description: str = ""
+    labels: tuple[str, ...] = ()
+    ocr_text: str = ""
+    is_meme: bool = False
+    has_text: bool = False
+    provider: str | None = None
+    model: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "description": self.description,
+            "labels": list(self.labels),
+            "ocr_text": self.ocr_text,
+            "is_meme": self.is_meme,
+            "has_text": self.has_text,
+            "provider": self.provider,
+            "model": self.model,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Vision:
+        return cls(
+            description=d.get("description") or "",
+            labels=tuple(d.get("labels") or ()),
+            ocr_text=d.get("ocr_text") or "",
+            is_meme=bool(d.get("is_meme", False)),
+            has_text=bool(d.get("has_text", False)),
+            provider=d.get("provider"),
+            model=d.get("model"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VisionAnalyzed:
+    """`posts.vision.analyzed/v1`: the vision result of one post, keyed by post_id.
+
+    `album_id` routes it straight to its album; without it the post→album index decides.
+    `in_album` is False when the producer said `grouped_id: null` (post not in an album).
+    """
+
+    post_id: int
+    tenant_id: str
+    vision: Vision
+    event_id: str = ""
+    album_id: int | None = None
+    grouped_id: int | None = None
+    channel_id: int | None = None
+    analyzed_at: str | None = None
+    in_album: bool = True
+    schema: str = VISION_ANALYZED_V1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "event_id": self.event_id,
+            "tenant_id": self.tenant_id,
+            "post_id": self.post_id,
+            "channel_id": self.channel_id,
+            "album_id": self.album_id,
+            "grouped_id": self.grouped_id,
+            "analyzed_at": self.analyzed_at,
+            "vision": self.vision.to_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AssembledItem:
+    post_id: int
+    position: int
+    media_kind: str
+    vision: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "post_id": self.post_id,
+            "position": self.position,
+            "media_kind": self.media_kind,
+            "vision": self.vision,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AlbumAssembled:
+    """`album.assembled/v1`: an album with its aggregated vision, keyed by album_id.
+
+    `event_id` is `"{album_id}:{version}"` so consumers can de-duplicate.
+    """
+
+    album_id: int
+    version: int
+    status: str
+    tenant_id: str
+    channel_id: int
+    grouped_id: int
+    album_kind: str
+    items_count: int
+    items_analyzed: int
+    caption_text: str | None
+    posted_at: str | None
+    vision_summary: str
+    vision_labels: tuple[str, ...]
+    ocr_text: str
+    has_meme: bool
+    has_text: bool
+    items: tuple[AssembledItem, ...]
+    assembly_started_at: str
+    assembly_completed_at: str
+    assembly_lag_seconds: float
+    schema: str = field(default=ALBUM_ASSEMBLED_V1)
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.album_id}:{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "event_id": self.event_id,
+            "album_id": self.album_id,
+            "version": self.version,
+            "status": self.status,
+            "tenant_id": self.tenant_id,
+            "channel_id": self.channel_id,
+            "grouped_id": self.grouped_id,
+            "album_kind": self.album_kind,
+            "items_count": self.items_count,
+            "items_analyzed": self.items_analyzed,
+            "caption_text": self.caption_text,
+            "posted_at": self.posted_at,
+            "vision_summary": self.vision_summary,
+            "vision_labels": list(self.vision_labels),
+            "ocr_text": self.ocr_text,
+            "has_meme": self.has_meme,
+            "has_text": self.has_text,
+            "items": [i.to_dict() for i in self.items],
+            "assembly_started_at": self.assembly_started_at,
+            "assembly_completed_at": self.assembly_completed_at,
+            "assembly_lag_seconds": self.assembly_lag_seconds,
+        }

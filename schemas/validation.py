@@ -1,0 +1,229 @@
+"""Decoding and validation of incoming events: bytes in, typed event or InvalidEvent out."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from schemas.events import (
+    ALBUMS_PARSED_V1,
+    MAX_ALBUM_ITEMS,
+    VISION_ANALYZED_V1,
+    AlbumItem,
+    AlbumParsed,
+    Vision,
+    VisionAnalyzed,
+)
+
+TENANT_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_TEXT = 64 * 1024
+MAX_LABELS = 100
+
+
+class InvalidEvent(ValueError):
+    """An event that breaks the contract; `error_type` names the rule, `str()` the reason."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+def decode_json(raw: bytes | None) -> dict[str, Any]:
+    """UTF-8 JSON object or InvalidEvent('invalid_json' / 'not_an_object')."""
+    if raw is None:
+        raise InvalidEvent("invalid_json", "empty message value (null)")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("invalid_json", f"value is not valid UTF-8 JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidEvent("not_an_object", f"value is JSON {type(value).__name__}, not an object")
+    return value
+
+
+def _missing(path: str) -> InvalidEvent:
+    return InvalidEvent("missing_field", f"required field {path!r} is missing")
+
+
+def _wrong(path: str, expected: str, value: object) -> InvalidEvent:
+    return InvalidEvent(
+        "wrong_type", f"field {path!r} must be {expected}, got {type(value).__name__}"
+    )
+
+
+def _int(d: Mapping[str, Any], key: str, path: str, *, required: bool = True) -> int | None:
+    if key not in d or d[key] is None:
+        if required:
+            raise _missing(path)
+        return None
+    v = d[key]
+    # bool is an int in Python, never in the contract
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _wrong(path, "an integer", v)
+    if not -(2**63) <= v < 2**63:
+        raise InvalidEvent("out_of_range", f"field {path!r} does not fit in 64 bits")
+    return v
+
+
+def _req_int(d: Mapping[str, Any], key: str, path: str) -> int:
+    v = _int(d, key, path)
+    assert v is not None
+    return v
+
+
+def _str(
+    d: Mapping[str, Any], key: str, path: str, *, required: bool = False, max_len: int = MAX_TEXT
+) -> str | None:
+    if key not in d or d[key] is None:
+        if required:
+            raise _missing(path)
+        return None
+    v = d[key]
+    if not isinstance(v, str):
+        raise _wrong(path, "a string", v)
+    if len(v) > max_len:
+        raise InvalidEvent("too_long", f"field {path!r} is longer than {max_len} characters")
+    return v
+
+
+def _bool(d: Mapping[str, Any], key: str, path: str) -> bool:
+    v = d.get(key, False)
+    if v is None:
+        return False
+    if not isinstance(v, bool):
+        raise _wrong(path, "a boolean", v)
+    return v
+
+
+def _tenant(d: Mapping[str, Any]) -> str:
+    tenant = _str(d, "tenant_id", "tenant_id", required=True, max_len=1000)
+    assert tenant is not None
+    if not TENANT_RE.fullmatch(tenant):
+        raise InvalidEvent(
+            "invalid_tenant_id", f"tenant_id {tenant!r} does not match [A-Za-z0-9_-]{{1,64}}"
+        )
+    return tenant
+
+
+def _schema(d: Mapping[str, Any], expected: str) -> str:
+    schema = _str(d, "schema", "schema", max_len=200)
+    if schema is not None and schema != expected:
+        raise InvalidEvent("unsupported_schema", f"schema {schema!r} is not {expected!r}")
+    return expected
+
+
+def validate_album_parsed(d: Mapping[str, Any]) -> AlbumParsed:
+    """Check every rule of DESIGN.md for `albums.parsed`; unknown extra fields are ignored."""
+    schema = _schema(d, ALBUMS_PARSED_V1)
+    album_id = _req_int(d, "album_id", "album_id")
+    tenant_id = _tenant(d)
+    channel_id = _req_int(d, "channel_id", "channel_id")
+    grouped_id = _req_int(d, "grouped_id", "grouped_id")
+    if "items" not in d or d["items"] is None:
+        raise _missing("items")
+    raw_items = d["items"]
+    if not isinstance(raw_items, list):
+        raise _wrong("items", "a list", raw_items)
+    if not 1 <= len(raw_items) <= MAX_ALBUM_ITEMS:
+        raise InvalidEvent(
+            "item_count",
+            f"an album has 1..{MAX_ALBUM_ITEMS} items, this one has {len(raw_items)}",
+        )
+    items: list[AlbumItem] = []
+    for i, it in enumerate(raw_items):
+        path = f"items[{i}]"
+        if not isinstance(it, dict):
+            raise _wrong(path, "an object", it)
+        position = _req_int(it, "position", f"{path}.position")
+        if position < 0:
+            raise InvalidEvent("out_of_range", f"field '{path}.position' must be >= 0")
+        kind = _str(it, "media_kind", f"{path}.media_kind", required=True, max_len=32)
+        assert kind is not None
+        if not kind:
+            raise InvalidEvent("missing_field", f"field '{path}.media_kind' is empty")
+        items.append(
+            AlbumItem(
+                post_id=_req_int(it, "post_id", f"{path}.post_id"),
+                position=position,
+                media_kind=kind,
+                message_id=_int(it, "message_id", f"{path}.message_id", required=False),
+                media_object_id=_str(it, "media_object_id", f"{path}.media_object_id"),
+                sha256=_str(it, "sha256", f"{path}.sha256", max_len=128),
+            )
+        )
+    positions = [i.position for i in items]
+    if len(set(positions)) != len(positions):
+        raise InvalidEvent("duplicate_position", f"items repeat a position: {sorted(positions)}")
+    post_ids = [i.post_id for i in items]
+    if len(set(post_ids)) != len(post_ids):
+        raise InvalidEvent("duplicate_post_id", f"items repeat a post_id: {sorted(post_ids)}")
+    return AlbumParsed(
+        album_id=album_id,
+        tenant_id=tenant_id,
+        channel_id=channel_id,
+        grouped_id=grouped_id,
+        items=tuple(sorted(items, key=lambda i: i.position)),
+        event_id=_str(d, "event_id", "event_id", max_len=200) or "",
+        posted_at=_str(d, "posted_at", "posted_at", max_len=64),
+        caption_text=_str(d, "caption_text", "caption_text"),
+        cover_media_id=_str(d, "cover_media_id", "cover_media_id", max_len=200),
+        parsed_at=_str(d, "parsed_at", "parsed_at", max_len=64),
+        schema=schema,
+    )
+
+
+def validate_vision(d: Mapping[str, Any], path: str = "vision") -> Vision:
+    labels_raw = d.get("labels") or []
+    if not isinstance(labels_raw, list):
+        raise _wrong(f"{path}.labels", "a list of strings", labels_raw)
+    labels: list[str] = []
+    for i, label in enumerate(labels_raw[:MAX_LABELS]):
+        if not isinstance(label, str):
+            raise _wrong(f"{path}.labels[{i}]", "a string", label)
+        label = label.strip()
+        if label:
+            labels.append(label[:200])
+    return Vision(
+        description=_str(d, "description", f"{path}.description") or "",
+        labels=tuple(labels),
+        ocr_text=_str(d, "ocr_text", f"{path}.ocr_text") or "",
+        is_meme=_bool(d, "is_meme", f"{path}.is_meme"),
+        has_text=_bool(d, "has_text", f"{path}.has_text"),
+        provider=_str(d, "provider", f"{path}.provider", max_len=200),
+        model=_str(d, "model", f"{path}.model", max_len=200),
+    )
+
+
+def validate_vision_analyzed(d: Mapping[str, Any]) -> VisionAnalyzed:
+    """Check `posts.vision.analyzed`; `grouped_id: null` marks a post outside any album."""
+    schema = _schema(d, VISION_ANALYZED_V1)
+    post_id = _req_int(d, "post_id", "post_id")
+    tenant_id = _tenant(d)
+    if "vision" not in d or d["vision"] is None:
+        raise _missing("vision")
+    if not isinstance(d["vision"], dict):
+        raise _wrong("vision", "an object", d["vision"])
+    return VisionAnalyzed(
+        post_id=post_id,
+        tenant_id=tenant_id,
+        vision=validate_vision(d["vision"]),
+        event_id=_str(d, "event_id", "event_id", max_len=200) or "",
+        album_id=_int(d, "album_id", "album_id", required=False),
+        grouped_id=_int(d, "grouped_id", "grouped_id", required=False),
+        channel_id=_int(d, "channel_id", "channel_id", required=False),
+        analyzed_at=_str(d, "analyzed_at", "analyzed_at", max_len=64),
+        # only an explicit null says "not in an album"; a missing field says nothing
+        in_album=not ("grouped_id" in d and d["grouped_id"] is None and d.get("album_id") is None),
+        schema=schema,
+    )
+
+
+def decode_album_parsed(raw: bytes | None) -> AlbumParsed:
+    return validate_album_parsed(decode_json(raw))
+
+
+def decode_vision_analyzed(raw: bytes | None) -> VisionAnalyzed:
+    return validate_vision_analyzed(decode_json(raw))

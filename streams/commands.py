@@ -1,0 +1,292 @@
+"""CLI commands on the app: `python -m streams generate|dlq-replay|topics|describe|tail`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import Counter
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from faust.cli import option
+
+from schemas.dlq import DlqRecord
+from schemas.validation import InvalidEvent
+from streams.app import app
+from streams.generator import GeneratorConfig, generate
+from streams.kafka_io import produce
+from streams.settings import settings
+from streams.topics import ALBUMS_DLQ, EXTERNAL_TOPICS
+
+
+def _out(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+@app.command(
+    option("--albums", type=int, default=100, show_default=True, help="albums to generate"),
+    option("--seed", type=int, default=0, show_default=True),
+    option("--tenants", default="acme", show_default=True, help="comma-separated tenant ids"),
+    option("--first-album-id", type=int, default=1, show_default=True),
+    option("--shuffle/--no-shuffle", default=True, show_default=True),
+    option("--duplicate-share", type=float, default=0.0, show_default=True),
+    option("--missing-vision-share", type=float, default=0.0, show_default=True),
+    option("--vision-first-share", type=float, default=0.0, show_default=True),
+    option("--album-id-share", type=float, default=0.5, show_default=True),
+    option("--malformed-share", type=float, default=0.0, show_default=True),
+    option("--not-in-album", type=int, default=0, show_default=True),
+    option("--rate", type=float, default=0.0, help="records/s (0: as fast as possible)"),
+)
+async def generate_albums(
+    self: Any,
+    albums: int,
+    seed: int,
+    tenants: str,
+    first_album_id: int,
+    shuffle: bool,
+    duplicate_share: float,
+    missing_vision_share: float,
+    vision_first_share: float,
+    album_id_share: float,
+    malformed_share: float,
+    not_in_album: int,
+    rate: float,
+) -> None:
+    """Produce synthetic albums and vision events to albums.parsed / posts.vision.analyzed."""
+    cfg = GeneratorConfig(
+        albums=albums,
+        seed=seed,
+        tenants=tuple(t.strip() for t in tenants.split(",") if t.strip()),
+        first_album_id=first_album_id,
+        shuffle=shuffle,
+        duplicate_share=duplicate_share,
+        missing_vision_share=missing_vision_share,
+        vision_first_share=vision_first_share,
+        album_id_share=album_id_share,
+        malformed_share=malformed_share,
+        not_in_album=not_in_album,
+    )
+    batch = generate(cfg)
+    sent = await produce(settings.bootstrap_servers, batch.records, rate=rate)
+    kinds = Counter(r.kind for r in batch.records)
+    _out(
+        f"produced {sent} records for {albums} albums "
+        f"(album ids {first_album_id}..{first_album_id + albums - 1}): {dict(kinds)}"
+    )
+
+
+@app.command(
+    option("--stage", default=None, help="only records of this stage (validate, assembler, ...)"),
+    option("--error-type", default=None, help="only records with this error type"),
+    option("--source-topic", default=None, help="only records from this topic"),
+    option("--limit", type=int, default=0, help="replay at most this many (0: all)"),
+    option("--dry-run", is_flag=True, default=False, help="list what would be replayed"),
+    option(
+        "--from-beginning",
+        is_flag=True,
+        default=False,
+        help="ignore progress of earlier replays and read the whole DLQ",
+    ),
+)
+async def dlq_replay(
+    self: Any,
+    stage: str | None,
+    error_type: str | None,
+    source_topic: str | None,
+    limit: int,
+    dry_run: bool,
+    from_beginning: bool,
+) -> None:
+    """Send albums.dlq records back to their source topic (original key and value bytes).
+
+    Progress is kept in the consumer group `{APP_ID}-dlq-replay`, so a second run replays only
+    what was dead-lettered since; records that do not match the filters are passed over.
+    """
+    result = await replay_dlq(
+        settings.bootstrap_servers,
+        group_id=f"{settings.app_id}-dlq-replay",
+        stage=stage,
+        error_type=error_type,
+        source_topic=source_topic,
+        limit=limit,
+        dry_run=dry_run,
+        from_beginning=from_beginning,
+        echo=_out,
+    )
+    _out(f"replayed {result['replayed']}, skipped {result['skipped']}, unreadable {result['bad']}")
+
+
+async def replay_dlq(
+    bootstrap_servers: list[str],
+    *,
+    group_id: str,
+    stage: str | None = None,
+    error_type: str | None = None,
+    source_topic: str | None = None,
+    limit: int = 0,
+    dry_run: bool = False,
+    from_beginning: bool = False,
+    echo: Any = None,
+) -> dict[str, int]:
+    """Replay matching DLQ records to their source topics; returns counts."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        group_id=None if dry_run else group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, enable_idempotence=True)
+    await consumer.start()
+    await producer.start()
+    counts = {"replayed": 0, "skipped": 0, "bad": 0}
+    try:
+        parts = consumer.partitions_for_topic(ALBUMS_DLQ)
+        if parts is None:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(ALBUMS_DLQ) or set()
+        tps = [TopicPartition(ALBUMS_DLQ, p) for p in sorted(parts)]
+        if not tps:
+            return counts
+        consumer.assign(tps)
+        if from_beginning or dry_run:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            committed = {tp: await consumer.committed(tp) for tp in tps}
+            for tp, off in committed.items():
+                if off is None:
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, off)
+        end = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if await consumer.position(tp) < end[tp]}
+        done = False
+        while remaining and not done:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, msgs in batch.items():
+                for m in msgs:
+                    try:
+                        rec = DlqRecord.decode(m.value)
+                    except InvalidEvent:
+                        counts["bad"] += 1
+                        continue
+                    if (
+                        (stage and rec.stage != stage)
+                        or (error_type and rec.error_type != error_type)
+                        or (source_topic and rec.source_topic != source_topic)
+                        or rec.source_topic not in EXTERNAL_TOPICS
+                    ):
+                        counts["skipped"] += 1
+                        continue
+                    if echo:
+                        echo(
+                            f"{'would replay' if dry_run else 'replay'} {rec.source_topic} "
+                            f"key={rec.key!r} stage={rec.stage} {rec.error_type}: "
+                            f"{rec.error_message[:120]}"
+                        )
+                    if not dry_run:
+                        await producer.send_and_wait(rec.source_topic, key=rec.key, value=rec.value)
+                    counts["replayed"] += 1
+                    if limit and counts["replayed"] >= limit:
+                        done = True
+                        if not dry_run:
+                            await consumer.commit({tp: m.offset + 1})
+                        break
+                if done:
+                    break
+                if not dry_run and msgs:
+                    await consumer.commit({tp: msgs[-1].offset + 1})
+            for tp in list(remaining):
+                if await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return counts
+
+
+@app.command()
+async def topics(self: Any) -> None:
+    """List topics with their partition counts."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        for t in sorted(await admin.list_topics()):
+            meta = await admin.describe_topics([t])
+            _out(f"{t}\t{len(meta[0]['partitions'])} partitions")
+    finally:
+        await admin.close()
+
+
+@app.command(option("--topic", required=True))
+async def describe(self: Any, topic: str) -> None:
+    """Partitions, leaders and offsets of one topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if parts is None:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            _out(f"no topic {topic!r}")
+            return
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        begin = await consumer.beginning_offsets(tps)
+        end = await consumer.end_offsets(tps)
+        for tp in tps:
+            _out(f"{topic}[{tp.partition}] offsets {begin[tp]}..{end[tp]} ({end[tp] - begin[tp]})")
+        _out(f"total {sum(end[tp] - begin[tp] for tp in tps)} records")
+    finally:
+        await consumer.stop()
+
+
+@app.command(
+    option("--topic", required=True),
+    option("--n", type=int, default=10, show_default=True, help="last N per partition"),
+    option("--follow", is_flag=True, default=False),
+)
+async def tail(self: Any, topic: str, n: int, follow: bool) -> None:
+    """Print the last records of a topic, JSON values decoded (DLQ bytes un-base64'd)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if parts is None:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        end = await consumer.end_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, max(0, end[tp] - n))
+        while True:
+            batch = await consumer.getmany(*tps, timeout_ms=1000)
+            for msgs in batch.values():
+                for m in msgs:
+                    _out(_render(m.topic, m.partition, m.offset, m.key, m.value))
+            done = all([await consumer.position(tp) >= end[tp] for tp in tps])
+            if done and not follow:
+                break
+            if not batch:
+                await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+
+
+def _render(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> str:
+    try:
+        decoded: Any = orjson.loads(value) if value is not None else None
+        if topic == ALBUMS_DLQ and isinstance(decoded, dict):
+            rec = DlqRecord.decode(value)
+            decoded = {**decoded, "value": (rec.value or b"").decode("utf-8", "replace")}
+        body = orjson.dumps(decoded).decode()
+    except (orjson.JSONDecodeError, InvalidEvent):
+        body = repr(value)
+    k = key.decode("utf-8", "replace") if key is not None else None
+    return f"{topic}[{partition}]@{offset} key={k} {body}"

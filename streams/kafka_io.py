@@ -1,0 +1,82 @@
+"""Plain aiokafka helpers for tools and commands (producing, reading topics to their end)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from streams.generator import Record
+
+
+async def produce(
+    bootstrap_servers: list[str],
+    records: Iterable[Record],
+    *,
+    rate: float = 0.0,
+    batch: int = 500,
+) -> int:
+    """Produce `records` in order (rate in records/s, 0 = as fast as possible)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers, linger_ms=5, enable_idempotence=True
+    )
+    await producer.start()
+    sent = 0
+    t0 = time.monotonic()
+    try:
+        pending: list[asyncio.Future[object]] = []
+        for r in records:
+            pending.append(await producer.send(r.topic, key=r.key, value=r.value))
+            sent += 1
+            if len(pending) >= batch:
+                await asyncio.gather(*pending)
+                pending.clear()
+            if rate > 0:
+                ahead = sent / rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def read_topic(
+    bootstrap_servers: list[str],
+    topic: str,
+    *,
+    isolation_level: str = "read_committed",
+    idle_timeout: float = 1.0,
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topic` from the beginning to its current end, partition by partition."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        isolation_level=isolation_level,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if end[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=int(idle_timeout * 1000))
+            for msgs in batch.values():
+                for m in msgs:
+                    yield m
+            for tp in list(remaining):
+                if await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()

@@ -1,0 +1,72 @@
+"""Prometheus metrics (names as in the seed; no label with unbounded values) and live stats."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from prometheus_client import Counter, Gauge, Histogram
+
+albums_parsed_total = Counter("albums_parsed_total", "albums.parsed events by outcome", ["status"])
+vision_events_total = Counter(
+    "vision_events_total", "posts.vision.analyzed events by outcome", ["status"]
+)
+albums_assembled_total = Counter(
+    "albums_assembled_total", "album.assembled events emitted", ["status"]
+)
+album_assembly_lag_seconds = Histogram(
+    "album_assembly_lag_seconds",
+    "from the first event of an album to its assembly",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600),
+)
+album_items_count = Histogram(
+    "album_items_count", "items per assembled album", ["status"], buckets=(1, 2, 3, 4, 5, 6, 8, 10)
+)
+album_vision_summary_size_bytes = Histogram(
+    "album_vision_summary_size_bytes",
+    "size of an assembled album's JSON",
+    buckets=(256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144),
+)
+album_aggregation_duration_ms = Histogram(
+    "album_aggregation_duration_ms",
+    "time to aggregate an album's vision",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100),
+)
+albums_in_progress = Gauge(
+    "albums_in_progress", "albums in the assembler's state not yet assembled complete"
+)
+album_state_size = Gauge("album_state_entries", "entries of album_state on this worker")
+dlq_events_total = Counter(
+    "dlq_events_total", "records sent to albums.dlq", ["stage", "error_type"]
+)
+album_state_expired_total = Counter("album_state_expired_total", "album states deleted")
+post_index_events_total = Counter(
+    "post_index_events_total", "post index operations by outcome", ["status"]
+)
+
+
+class RateWindow:
+    """Events per second over the last `window` seconds (for /health/detailed)."""
+
+    def __init__(self, window: float = 60.0) -> None:
+        self.window = window
+        self._times: deque[float] = deque()
+        self.started = time.monotonic()
+
+    def add(self, n: int = 1) -> None:
+        now = time.monotonic()
+        self._times.extend([now] * n)
+        self._trim(now)
+
+    def rate(self) -> float:
+        now = time.monotonic()
+        self._trim(now)
+        span = min(self.window, max(now - self.started, 1e-9))
+        return len(self._times) / span
+
+    def _trim(self, now: float) -> None:
+        while self._times and self._times[0] < now - self.window:
+            self._times.popleft()
+
+
+assembled_rate = RateWindow()
