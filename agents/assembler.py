@@ -40,6 +40,10 @@ policy = AssemblyPolicy(
     retention_seconds=settings.album_state_retention_seconds,
 )
 due = DueIndex()
+# albums of this worker's partitions not assembled yet (derived like `due`, for health/metrics)
+in_progress: set[str] = set()
+# set when the agent's loop starts (health: "running")
+started_at: float | None = None
 TOPIC = album_events_topic.get_topic_name()
 
 
@@ -51,13 +55,14 @@ def _rebuild_due_index(assignment: frozenset[int]) -> None:
     """After a rebalance: derive deadlines and expiries from the table this worker now owns."""
     t0 = time.monotonic()
     due.clear(assignment)
-    pending = 0
+    in_progress.clear()
     for key, raw in album_state.items():
         st = AlbumState.from_dict(raw)
         if st.partition is not None:
             due.set(st.partition, key, st.next_due())
-        pending += st.version == 0
-    metrics.albums_in_progress.set(pending)
+        if st.version == 0:
+            in_progress.add(key)
+    metrics.albums_in_progress.set(len(in_progress))
     metrics.album_state_size.set(len(due))
     log.info(
         "assembler: %d album states on partitions %s indexed in %.2fs",
@@ -101,20 +106,20 @@ async def _transition(
         await _emit(outcome)
     if not outcome.changed:
         return
-    was_pending = before is not None and before.version == 0
     if outcome.state is None:
         del album_state[key]
         due.discard(key)
+        in_progress.discard(key)
         metrics.album_state_expired_total.inc()
-        if was_pending:
-            metrics.albums_in_progress.dec()
     else:
         st = replace(outcome.state, partition=partition)
         album_state[key] = st.to_dict()
         due.set(partition, key, st.next_due())
-        is_pending = st.version == 0
-        if is_pending != was_pending:
-            metrics.albums_in_progress.inc(1 if is_pending else -1)
+        if st.version == 0:
+            in_progress.add(key)
+        else:
+            in_progress.discard(key)
+    metrics.albums_in_progress.set(len(in_progress))
     metrics.album_state_size.set(len(due))
 
 
@@ -125,6 +130,8 @@ async def assembler(stream: StreamT[dict[str, Any]]) -> None:
     The only writer of `album_state`. Emits version 1 `complete` when every item has vision,
     `partial` at the deadline, version+1 when late vision changes an emitted album.
     """
+    global started_at
+    started_at = time.time()
     async for event in stream.events():
         assignment = _assigned()
         if due.assignment != assignment:

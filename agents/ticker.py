@@ -31,11 +31,19 @@ def tick_interval(deadline_seconds: float) -> float:
     return min(5.0, max(0.2, deadline_seconds / 10))
 
 
+def kafka_connected() -> bool:
+    """True when the broker acknowledged this worker's ticks recently."""
+    ok = Ticker.kafka_ok_at
+    return ok is not None and time.monotonic() - ok < max(15.0, 3 * Ticker.interval)
+
+
 @app.service
 class Ticker(Service):
     """Sends `{"type": "tick"}` to the internal partitions assigned to this worker."""
 
     interval = tick_interval(settings.album_deadline_seconds)
+    #: monotonic time the broker last acknowledged ticks (health's view of Kafka connectivity)
+    kafka_ok_at: float | None = None
 
     async def on_start(self) -> None:
         self.producer = AIOKafkaProducer(
@@ -44,6 +52,7 @@ class Ticker(Service):
             linger_ms=5,
         )
         await self.producer.start()
+        Ticker.kafka_ok_at = time.monotonic()
 
     async def on_stop(self) -> None:
         await self.producer.stop()
@@ -57,11 +66,13 @@ class Ticker(Service):
             try:
                 tps = [tp for tp in app.consumer.assignment() if tp.topic in TICK_TOPICS]
                 value = orjson.dumps({"type": "tick", "at": time.time()})
-                await asyncio.gather(
+                futures = await asyncio.gather(
                     *[
                         self.producer.send(tp.topic, value=value, partition=tp.partition)
                         for tp in tps
                     ]
                 )
+                await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
+                Ticker.kafka_ok_at = time.monotonic()
             except Exception:  # ticks are best effort; the next one comes soon
                 log.exception("sending ticks failed")

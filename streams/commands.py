@@ -8,17 +8,18 @@ from collections import Counter
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.cli import option
 
 from schemas.dlq import DlqRecord
 from schemas.validation import InvalidEvent
 from streams.app import app
+from streams.dlq_replay import replay_dlq
 from streams.generator import GeneratorConfig, generate
 from streams.kafka_io import produce
 from streams.settings import settings
-from streams.topics import ALBUMS_DLQ, EXTERNAL_TOPICS
+from streams.topics import ALBUMS_DLQ
 
 
 def _out(line: str) -> None:
@@ -70,7 +71,9 @@ async def generate_albums(
         not_in_album=not_in_album,
     )
     batch = generate(cfg)
-    sent = await produce(settings.bootstrap_servers, batch.records, rate=rate)
+    sent = await produce(
+        settings.bootstrap_servers, batch.records, rate=rate, topic_prefix=settings.topic_prefix
+    )
     kinds = Counter(r.kind for r in batch.records)
     _out(
         f"produced {sent} records for {albums} albums "
@@ -107,6 +110,7 @@ async def dlq_replay(
     """
     result = await replay_dlq(
         settings.bootstrap_servers,
+        topic_prefix=settings.topic_prefix,
         group_id=f"{settings.app_id}-dlq-replay",
         stage=stage,
         error_type=error_type,
@@ -117,95 +121,6 @@ async def dlq_replay(
         echo=_out,
     )
     _out(f"replayed {result['replayed']}, skipped {result['skipped']}, unreadable {result['bad']}")
-
-
-async def replay_dlq(
-    bootstrap_servers: list[str],
-    *,
-    group_id: str,
-    stage: str | None = None,
-    error_type: str | None = None,
-    source_topic: str | None = None,
-    limit: int = 0,
-    dry_run: bool = False,
-    from_beginning: bool = False,
-    echo: Any = None,
-) -> dict[str, int]:
-    """Replay matching DLQ records to their source topics; returns counts."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        group_id=None if dry_run else group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, enable_idempotence=True)
-    await consumer.start()
-    await producer.start()
-    counts = {"replayed": 0, "skipped": 0, "bad": 0}
-    try:
-        parts = consumer.partitions_for_topic(ALBUMS_DLQ)
-        if parts is None:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(ALBUMS_DLQ) or set()
-        tps = [TopicPartition(ALBUMS_DLQ, p) for p in sorted(parts)]
-        if not tps:
-            return counts
-        consumer.assign(tps)
-        if from_beginning or dry_run:
-            await consumer.seek_to_beginning(*tps)
-        else:
-            committed = {tp: await consumer.committed(tp) for tp in tps}
-            for tp, off in committed.items():
-                if off is None:
-                    await consumer.seek_to_beginning(tp)
-                else:
-                    consumer.seek(tp, off)
-        end = await consumer.end_offsets(tps)
-        remaining = {tp for tp in tps if await consumer.position(tp) < end[tp]}
-        done = False
-        while remaining and not done:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000)
-            for tp, msgs in batch.items():
-                for m in msgs:
-                    try:
-                        rec = DlqRecord.decode(m.value)
-                    except InvalidEvent:
-                        counts["bad"] += 1
-                        continue
-                    if (
-                        (stage and rec.stage != stage)
-                        or (error_type and rec.error_type != error_type)
-                        or (source_topic and rec.source_topic != source_topic)
-                        or rec.source_topic not in EXTERNAL_TOPICS
-                    ):
-                        counts["skipped"] += 1
-                        continue
-                    if echo:
-                        echo(
-                            f"{'would replay' if dry_run else 'replay'} {rec.source_topic} "
-                            f"key={rec.key!r} stage={rec.stage} {rec.error_type}: "
-                            f"{rec.error_message[:120]}"
-                        )
-                    if not dry_run:
-                        await producer.send_and_wait(rec.source_topic, key=rec.key, value=rec.value)
-                    counts["replayed"] += 1
-                    if limit and counts["replayed"] >= limit:
-                        done = True
-                        if not dry_run:
-                            await consumer.commit({tp: m.offset + 1})
-                        break
-                if done:
-                    break
-                if not dry_run and msgs:
-                    await consumer.commit({tp: msgs[-1].offset + 1})
-            for tp in list(remaining):
-                if await consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
-    finally:
-        await producer.stop()
-        await consumer.stop()
-    return counts
 
 
 @app.command()

@@ -17,8 +17,12 @@ async def produce(
     *,
     rate: float = 0.0,
     batch: int = 500,
+    topic_prefix: str = "",
 ) -> int:
-    """Produce `records` in order (rate in records/s, 0 = as fast as possible)."""
+    """Produce `records` in order (rate in records/s, 0 = as fast as possible).
+
+    `topic_prefix` is prepended to each record's contract topic name (see TOPIC_PREFIX).
+    """
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers, linger_ms=5, enable_idempotence=True
     )
@@ -28,7 +32,7 @@ async def produce(
     try:
         pending: list[asyncio.Future[object]] = []
         for r in records:
-            pending.append(await producer.send(r.topic, key=r.key, value=r.value))
+            pending.append(await producer.send(topic_prefix + r.topic, key=r.key, value=r.value))
             sent += 1
             if len(pending) >= batch:
                 await asyncio.gather(*pending)

@@ -68,6 +68,11 @@ class Settings:
         "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", doc="comma-separated host:port of brokers"
     )
     app_id: str = _env("APP_ID", "album-pipeline", doc="Faust app id: consumer group, topic prefix")
+    topic_prefix: str = _env(
+        "TOPIC_PREFIX",
+        "",
+        doc="prefix of the contract's topic names (empty in production; tests isolate with it)",
+    )
     topic_partitions: int = _env(
         "TOPIC_PARTITIONS", 8, doc="partitions of internal topics and table changelogs"
     )

@@ -14,10 +14,10 @@ from faust.types import TopicT
 from streams.app import app
 from streams.settings import settings
 
-ALBUMS_PARSED = "albums.parsed"
-VISION_ANALYZED = "posts.vision.analyzed"
-ALBUM_ASSEMBLED = "album.assembled"
-ALBUMS_DLQ = "albums.dlq"
+ALBUMS_PARSED = f"{settings.topic_prefix}albums.parsed"
+VISION_ANALYZED = f"{settings.topic_prefix}posts.vision.analyzed"
+ALBUM_ASSEMBLED = f"{settings.topic_prefix}album.assembled"
+ALBUMS_DLQ = f"{settings.topic_prefix}albums.dlq"
 
 EXTERNAL_TOPICS = (ALBUMS_PARSED, VISION_ANALYZED, ALBUM_ASSEMBLED, ALBUMS_DLQ)
 

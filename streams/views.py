@@ -8,7 +8,10 @@ from typing import Any, cast
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agents import assembler
+from agents.ticker import kafka_connected
 from streams.app import app
+from streams.metrics import assembled_rate
 from streams.settings import settings
 
 STARTED_AT = time.time()
@@ -47,10 +50,49 @@ class HealthDetailed(View):
             "reason": reason,
             "app_id": app.conf.id,
             "uptime_seconds": round(time.time() - STARTED_AT, 3),
-            "kafka": {"bootstrap_servers": settings.kafka_bootstrap_servers},
-            "tasks": {},
+            "kafka": {
+                "bootstrap_servers": settings.kafka_bootstrap_servers,
+                "connected": kafka_connected(),
+            },
+            "processing_guarantee": settings.processing_guarantee,
+            "tasks": {"album_assembler": assembler_health(ok)},
         }
         return self.json(body, status=200 if ok else 503)
+
+
+def backlog_size() -> int:
+    """Records in this worker's assigned source partitions not read yet (from fetch metadata)."""
+    total = 0
+    consumer = app.consumer
+    read_offsets = cast(Any, consumer)._read_offset
+    for tp in consumer.assignment():
+        try:
+            high = consumer.highwater(tp)
+        except Exception:  # no fetch for this partition yet
+            continue
+        read = read_offsets.get(tp)
+        if high is not None and read is not None:
+            total += max(0, high - read - 1)
+    return total
+
+
+def assembler_health(ready: bool) -> dict[str, Any]:
+    """The seed's album_assembler health block, from this worker's view."""
+    running = bool(app.started) and assembler.started_at is not None
+    connected = kafka_connected()
+    status = "healthy" if ready and running and connected else "unhealthy"
+    if status == "healthy" and app.rebalancing:
+        status = "degraded"
+    return {
+        "status": status,
+        "kafka_connected": connected,
+        "running": running,
+        "albums_in_progress": len(assembler.in_progress),
+        "album_states": len(assembler.due),
+        "backlog_size": backlog_size() if app.started else None,
+        "recent_assembly_rate": round(assembled_rate.rate(), 3),
+        "deadline_seconds": settings.album_deadline_seconds,
+    }
 
 
 @app.page("/metrics")
