@@ -123,17 +123,21 @@ class VisionAnalyzed:
     schema: str = VISION_ANALYZED_V1
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "schema": self.schema,
             "event_id": self.event_id,
             "tenant_id": self.tenant_id,
             "post_id": self.post_id,
             "channel_id": self.channel_id,
-            "album_id": self.album_id,
-            "grouped_id": self.grouped_id,
             "analyzed_at": self.analyzed_at,
             "vision": self.vision.to_dict(),
         }
+        # absent and null differ: `grouped_id: null` (without album_id) means "not in an album"
+        if self.album_id is not None:
+            d["album_id"] = self.album_id
+        if self.grouped_id is not None or not self.in_album:
+            d["grouped_id"] = self.grouped_id
+        return d
 
 
 @dataclass(frozen=True, slots=True)

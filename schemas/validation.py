@@ -176,7 +176,9 @@ def validate_album_parsed(d: Mapping[str, Any]) -> AlbumParsed:
 
 
 def validate_vision(d: Mapping[str, Any], path: str = "vision") -> Vision:
-    labels_raw = d.get("labels") or []
+    labels_raw = d.get("labels")
+    if labels_raw is None:
+        labels_raw = []
     if not isinstance(labels_raw, list):
         raise _wrong(f"{path}.labels", "a list of strings", labels_raw)
     labels: list[str] = []

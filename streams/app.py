@@ -23,6 +23,11 @@ app = faust.App(
     # canonical URL other workers of the group forward table-view requests to
     web_host=settings.web_host,
     consumer_auto_offset_reset="earliest",
+    # a killed worker's partitions move after this; heartbeats go 10x as often
+    broker_session_timeout=settings.consumer_session_timeout_seconds,
+    broker_heartbeat_interval=max(1.0, settings.consumer_session_timeout_seconds / 10),
+    # discards local tables after an unclean shutdown (see streams/worker.py)
+    Worker="streams.worker:Worker",
     origin="streams",
     autodiscover=["streams.views", "streams.commands", "tables", "agents"],
 )

@@ -76,6 +76,11 @@ class Settings:
     topic_partitions: int = _env(
         "TOPIC_PARTITIONS", 8, doc="partitions of internal topics and table changelogs"
     )
+    consumer_session_timeout_seconds: float = _env(
+        "CONSUMER_SESSION_TIMEOUT_SECONDS",
+        30.0,
+        doc="how long a silent worker keeps its partitions before the group moves them",
+    )
     topic_replication_factor: int = _env(
         "TOPIC_REPLICATION_FACTOR", 1, doc="replication of internal topics (3 in production)"
     )

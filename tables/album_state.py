@@ -207,7 +207,8 @@ def apply_vision(
             raise _tenant_mismatch(event, st.album.tenant_id)
     old = st.vision.get(event.post_id)
     if old is not None:
-        if old.event.event_id == event.event_id or old.event.vision == event.vision:
+        same_id = bool(event.event_id) and old.event.event_id == event.event_id
+        if same_id or old.event.vision == event.vision:
             return Outcome(st, changed=False, note="duplicate")
         if (old.event.analyzed_at or "") > (event.analyzed_at or ""):
             return Outcome(st, changed=False, note="stale")

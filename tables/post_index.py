@@ -147,7 +147,7 @@ def apply_vision(
         )
     entry = entry or PostEntry(post_id=event.post_id, expire_at=now + retention_seconds)
     for p in entry.pending:
-        if p.event.event_id == event.event_id or p.event == event:
+        if (event.event_id and p.event.event_id == event.event_id) or p.event == event:
             return IndexOutcome(entry, changed=False, note="duplicate")
     if len(entry.pending) >= MAX_PENDING:
         raise InvalidEvent(

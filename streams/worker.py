@@ -1,0 +1,59 @@
+"""The worker class of the app: discards local table state after an unclean shutdown.
+
+Faust writes RocksDB at once but the changelog (and, with exactly_once, the transaction that
+holds it) later, and never rolls the local store back. After a crash the local store can hold
+writes the changelog does not (aborted or never acknowledged), and re-delivered events would
+then look like duplicates and be skipped, losing what they should have sent. So, as Kafka
+Streams does, a worker that finds its previous run did not stop cleanly deletes its local tables
+and restores them from the changelogs, the only state that is known to be committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import faust
+
+from streams.settings import settings
+
+log = logging.getLogger(__name__)
+
+MARKER = "RUNNING"
+
+
+def discard_state_after_crash(table_dir: Path) -> bool:
+    """Delete `table_dir`'s contents if the marker of a running worker is still there."""
+    marker = table_dir / MARKER
+    if not marker.exists():
+        return False
+    log.warning(
+        "previous worker (%s) did not stop cleanly: discarding local tables in %s, "
+        "they are restored from their changelogs",
+        marker.read_text().strip() or "pid unknown",
+        table_dir,
+    )
+    for child in table_dir.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    return True
+
+
+class Worker(faust.Worker):
+    """faust.Worker plus the crash marker around the app's run."""
+
+    async def on_first_start(self) -> None:
+        table_dir = settings.table_dir
+        table_dir.mkdir(parents=True, exist_ok=True)
+        discard_state_after_crash(table_dir)
+        (table_dir / MARKER).write_text(f"pid {os.getpid()}\n")
+        await super().on_first_start()
+
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        # every service has stopped: the changelogs hold what the local store holds
+        (settings.table_dir / MARKER).unlink(missing_ok=True)
