@@ -6,9 +6,11 @@ import logging
 
 import orjson
 
+from agents.direct import send_direct
 from schemas.dlq import dead_letter
 from schemas.events import VisionAnalyzed
 from streams.metrics import dlq_events_total
+from streams.settings import settings
 from streams.topics import VISION_ANALYZED, dlq_topic
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ async def send_dead_letter(
 
     `wait` matters where a table is written after the send: Faust writes changelogs at once but
     delays a plain send until the offset commit, so a crash in between would lose the record.
+    Under exactly_once every dead letter is sent that way (see agents/direct.py).
     """
     record = dead_letter(
         key=key,
@@ -51,9 +54,9 @@ async def send_dead_letter(
         record.error_type,
         record.error_message,
     )
-    if wait:
-        fut = await dlq_topic.send(key=key, value=record.encode(), force=True)
-        await fut
+    if wait or settings.exactly_once:
+        # outside Faust's transactions, acknowledged before the source event is done
+        await send_direct([(dlq_topic.get_topic_name(), key, record.encode(), None)])
     else:
         await dlq_topic.send(key=key, value=record.encode())
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from faust import StreamT
 
+from agents.direct import send_internal
 from agents.dlq import send_dead_letter
 from schemas.validation import InvalidEvent, decode_album_parsed, decode_vision_analyzed
 from streams.app import app
@@ -53,18 +54,20 @@ async def route_albums(stream: StreamT[bytes]) -> None:
         albums_parsed_total.labels(status="valid").inc()
         # index entries first: a vision event routed through the index then finds its album
         for item in album.items:
-            await post_events_topic.send(
-                key=str(item.post_id),
-                value={
+            await send_internal(
+                post_events_topic,
+                str(item.post_id),
+                {
                     "type": "index",
                     "post_id": item.post_id,
                     "album_id": album.album_id,
                     "tenant_id": album.tenant_id,
                 },
             )
-        await album_events_topic.send(
-            key=str(album.album_id),
-            value={"type": "parsed", "album": album.to_dict(), "origin": _origin(event)},
+        await send_internal(
+            album_events_topic,
+            str(album.album_id),
+            {"type": "parsed", "album": album.to_dict(), "origin": _origin(event)},
         )
 
 
@@ -97,7 +100,7 @@ async def route_vision(stream: StreamT[bytes]) -> None:
         message = {"type": "vision", "event": vision.to_dict(), "origin": _origin(event)}
         if vision.album_id is not None:
             vision_events_total.labels(status="direct").inc()
-            await album_events_topic.send(key=str(vision.album_id), value=message)
+            await send_internal(album_events_topic, str(vision.album_id), message)
         else:
             vision_events_total.labels(status="via_index").inc()
-            await post_events_topic.send(key=str(vision.post_id), value=message)
+            await send_internal(post_events_topic, str(vision.post_id), message)

@@ -70,3 +70,11 @@ class RateWindow:
 
 
 assembled_rate = RateWindow()
+
+album_assembled_seen_total = Counter(
+    "album_assembled_seen_total", "album.assembled events read back by the watcher", ["status"]
+)
+album_assembled_duplicates_total = Counter(
+    "album_assembled_duplicates_total",
+    "album.assembled events whose event_id was seen recently (at-least-once repeats)",
+)

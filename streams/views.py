@@ -9,7 +9,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents import assembler
-from agents.ticker import kafka_connected
+from agents.direct import kafka_connected
 from streams.app import app
 from streams.metrics import assembled_rate
 from streams.settings import settings

@@ -1,0 +1,97 @@
+"""A plain idempotent producer for sends that must not join Faust's transactions.
+
+Faust's exactly_once keys each transaction by a *source* partition but picks the transaction of
+a send by its *destination* partition, so a send to another partition than the one being
+processed is committed with unrelated offsets (faust-streaming #323, #517): a crash can then
+lose it or repeat it. Sends that cross partitions (re-keying, forwards, dead letters, ticks)
+therefore go through this producer, outside any transaction, and are awaited before the source
+event is done: at worst they repeat after a crash, and every consumer of them is idempotent.
+The assembler's emission stays on Faust's producer, on the source partition (see assembler).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from faust.types import TopicT
+from mode import Service
+
+from streams.app import app
+from streams.settings import settings
+
+
+@app.service
+class DirectSender(Service):
+    """Owns the process's direct producer (class attribute, one per worker process)."""
+
+    producer: AIOKafkaProducer | None = None
+    #: monotonic time the broker last acknowledged a direct send (health: Kafka connectivity)
+    kafka_ok_at: float | None = None
+
+    _lock: asyncio.Lock | None = None
+
+    async def on_start(self) -> None:
+        await self.get_producer()
+
+    @classmethod
+    async def get_producer(cls) -> AIOKafkaProducer:
+        """The started producer; agents may need it before this service's turn to start."""
+        if cls.producer is not None:
+            return cls.producer
+        if cls._lock is None:
+            cls._lock = asyncio.Lock()
+        async with cls._lock:
+            if cls.producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=settings.bootstrap_servers,
+                    enable_idempotence=True,
+                    linger_ms=2,
+                )
+                await producer.start()
+                cls.producer = producer
+                cls.kafka_ok_at = time.monotonic()
+        return cls.producer
+
+    async def on_stop(self) -> None:
+        producer, DirectSender.producer = DirectSender.producer, None
+        if producer is not None:
+            await producer.stop()
+
+
+async def send_direct(
+    messages: Sequence[tuple[str, bytes | None, bytes, int | None]],
+) -> None:
+    """Send (topic, key, value, partition) messages and return once the broker has them all."""
+    producer = await DirectSender.get_producer()
+    futures = [
+        await producer.send(topic, key=key, value=value, partition=partition)
+        for topic, key, value, partition in messages
+    ]
+    await asyncio.gather(*futures)
+    DirectSender.kafka_ok_at = time.monotonic()
+
+
+def kafka_connected(window: float = 15.0) -> bool:
+    """True when the broker acknowledged this worker's sends (ticks at least) recently."""
+    ok = DirectSender.kafka_ok_at
+    return ok is not None and time.monotonic() - ok < window
+
+
+async def send_internal(
+    topic: TopicT, key: str, value: dict[str, Any], *, durable: bool = False
+) -> None:
+    """Send a JSON command to an internal topic, keyed like the table it feeds.
+
+    Under exactly_once, or when `durable` (a table write follows that records the send), the
+    send goes through the direct producer and is awaited; otherwise it is attached to the
+    current event and published before its offset is committed (Faust's at-least-once path).
+    """
+    if durable or settings.exactly_once:
+        await send_direct([(topic.get_topic_name(), orjson.dumps(key), orjson.dumps(value), None)])
+    else:
+        await topic.send(key=key, value=value)
