@@ -10,7 +10,7 @@ WORKER := bash compose/local/worker.sh
 PYTEST_ARGS ?=
 
 .PHONY: help run stop test test-unit test-integration lint format typecheck stack-up stack-down \
-        stack-status worker-up worker-down worker-logs venv clean
+        stack-status worker-up worker-down worker-logs venv clean bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,7 +23,11 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## Create the virtualenv and install the package with dev tools
 
-run: venv stack-up worker-up ## Start the local stack and the worker, then show where to look
+SAMPLE_ALBUMS ?= 300
+
+run: venv stack-up worker-up ## Start the stack and the worker, feed sample albums, show where to look
+	@$(PY) -m streams generate-albums --albums $(SAMPLE_ALBUMS) --duplicate-share 0.05 \
+		--missing-vision-share 0.03 --malformed-share 0.02 --not-in-album 3 --rate 2000
 	@$(WORKER) info
 
 stop: worker-down stack-down ## Stop the worker and the local stack
@@ -57,6 +61,9 @@ worker-up: venv ## Start the Faust worker in the background (pid file under .sta
 
 worker-down: ## Stop the worker
 	@$(WORKER) down
+
+bench: venv stack-up ## Assembler throughput for both guarantees (prints medians)
+	$(PY) scripts/bench_assembler.py --albums 3000 --runs 3
 
 worker-logs: ## Follow the worker's log
 	@tail -n 100 -f .stack/logs/worker.log

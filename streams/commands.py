@@ -199,7 +199,8 @@ def _render(topic: str, partition: int, offset: int, key: bytes | None, value: b
         decoded: Any = orjson.loads(value) if value is not None else None
         if topic == ALBUMS_DLQ and isinstance(decoded, dict):
             rec = DlqRecord.decode(value)
-            decoded = {**decoded, "value": (rec.value or b"").decode("utf-8", "replace")}
+            decoded = {k: v for k, v in decoded.items() if k not in ("key_b64", "value_b64")}
+            decoded["value"] = (rec.value or b"").decode("utf-8", "replace")
         body = orjson.dumps(decoded).decode()
     except (orjson.JSONDecodeError, InvalidEvent):
         body = repr(value)

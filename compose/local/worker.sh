@@ -25,17 +25,27 @@ worker_up() {
 }
 
 worker_info() {
+  local py="$PY"
+  sleep 3  # let the sample albums flow through
+  echo
+  echo "  album.assembled: $("$py" -m streams describe --topic album.assembled 2>/dev/null | tail -n 1)"
+  echo "  albums.dlq:      $("$py" -m streams describe --topic albums.dlq 2>/dev/null | tail -n 1)"
   cat <<INFO
 
   The album pipeline is running.
     health           curl http://127.0.0.1:${WEB_PORT}/health
     detailed health  curl http://127.0.0.1:${WEB_PORT}/health/detailed
     metrics          curl http://127.0.0.1:${WEB_PORT}/metrics
-    table views      curl http://127.0.0.1:${WEB_PORT}/table/
+    table views      curl http://127.0.0.1:${WEB_PORT}/table/   (e.g. /table/album_state/1/)
+    assembled albums .venv/bin/python -m streams tail --topic album.assembled --n 3
+    dead letters     .venv/bin/python -m streams tail --topic albums.dlq --n 3
+    replay the DLQ   .venv/bin/python -m streams dlq-replay --dry-run
+    more albums      .venv/bin/python -m streams generate-albums --albums 100 --first-album-id 1000
     Prometheus       http://127.0.0.1:${PROMETHEUS_PORT}
     worker log       make worker-logs      (file: ${LOG_DIR}/worker.log)
     servers          make stack-status
     stop everything  make stop
+  Albums missing a vision event are emitted 'partial' after ALBUM_DEADLINE_SECONDS (600 s).
 
 INFO
 }
