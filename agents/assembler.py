@@ -21,7 +21,7 @@ from schemas.validation import (
 from streams import metrics
 from streams.app import app
 from streams.settings import settings
-from streams.topics import album_assembled_topic, album_events_topic
+from streams.topics import album_assembled_topic, album_events_topic, outbox_topic
 from tables.album_state import (
     AlbumState,
     AssemblyPolicy,
@@ -72,53 +72,19 @@ def _rebuild_due_index(assignment: frozenset[int]) -> None:
     )
 
 
-_eos_warned = False
-
-
-def _emission_partition(source_partition: int) -> int | None:
-    """Under exactly_once: the source partition, so the emission joins its transaction.
-
-    Faust picks a send's transaction by destination partition and topic group; only a send to
-    the same partition number of a topic in the same group as the source commits atomically
-    with the source offset and the changelog. Under at_least_once the key decides.
-    """
-    global _eos_warned
-    if not settings.exactly_once:
-        return None
-    try:
-        same_group = app.assignor.group_for_topic(
-            album_assembled_topic.get_topic_name()
-        ) == app.assignor.group_for_topic(TOPIC)
-        partitions = app.consumer.topic_partitions(album_assembled_topic.get_topic_name()) or 0
-    except KeyError:
-        same_group, partitions = False, 0
-    if same_group and partitions > source_partition:
-        return source_partition
-    if not _eos_warned:
-        _eos_warned = True
-        log.error(
-            "exactly_once: %s is not co-partitioned with %s (%d partitions, same group: %s); "
-            "emissions fall back to key partitioning and may repeat after a crash",
-            album_assembled_topic.get_topic_name(),
-            TOPIC,
-            partitions,
-            same_group,
-        )
-    return None
-
-
-async def _emit(outcome: Outcome, source_partition: int) -> None:
+async def _emit(outcome: Outcome) -> None:
     assert outcome.emit is not None
     t0 = time.perf_counter()
     body = orjson.dumps(outcome.emit.to_dict())
     # Wait for the broker before the table write that records the emission: Faust writes the
     # changelog at once, so a delayed send could be lost by a crash in between.
-    fut = await album_assembled_topic.send(
-        key=str(outcome.emit.album_id).encode(),
-        value=body,
-        partition=_emission_partition(source_partition),
-        force=True,
-    )
+    if settings.exactly_once:
+        # the relay publishes it to album.assembled exactly once (see agents/relay.py)
+        fut = await outbox_topic.send(key=str(outcome.emit.album_id), value=body, force=True)
+    else:
+        fut = await album_assembled_topic.send(
+            key=str(outcome.emit.album_id).encode(), value=body, force=True
+        )
     await fut
     a = outcome.emit
     metrics.albums_assembled_total.labels(status=a.status).inc()
@@ -141,7 +107,7 @@ async def _transition(
     for event, error in outcome.rejected:
         await dead_letter_vision(event, "assembler", error)
     if outcome.emit is not None:
-        await _emit(outcome, partition)
+        await _emit(outcome)
     if not outcome.changed:
         return
     if outcome.state is None:

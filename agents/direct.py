@@ -1,12 +1,10 @@
-"""A plain idempotent producer for sends that must not join Faust's transactions.
+"""A plain idempotent producer whose sends are awaited: ticks and durable sends.
 
-Faust's exactly_once keys each transaction by a *source* partition but picks the transaction of
-a send by its *destination* partition, so a send to another partition than the one being
-processed is committed with unrelated offsets (faust-streaming #323, #517): a crash can then
-lose it or repeat it. Sends that cross partitions (re-keying, forwards, dead letters, ticks)
-therefore go through this producer, outside any transaction, and are awaited before the source
-event is done: at worst they repeat after a crash, and every consumer of them is idempotent.
-The assembler's emission stays on Faust's producer, on the source partition (see assembler).
+Faust writes a table's changelog at once but publishes an agent's sends only when the source
+offset is committed. A send that a table write records (a forward that empties a buffer, a
+dead letter of buffered events) must reach the broker before that write, or a crash in between
+would lose it; such sends go through here and are awaited. At worst they repeat after a crash,
+and every consumer of them is idempotent.
 """
 
 from __future__ import annotations
@@ -87,11 +85,11 @@ async def send_internal(
 ) -> None:
     """Send a JSON command to an internal topic, keyed like the table it feeds.
 
-    Under exactly_once, or when `durable` (a table write follows that records the send), the
-    send goes through the direct producer and is awaited; otherwise it is attached to the
-    current event and published before its offset is committed (Faust's at-least-once path).
+    When `durable` (a table write follows that records the send) the send goes through the
+    direct producer and is awaited; otherwise it is attached to the current event and published
+    before its offset is committed (Faust's at-least-once path).
     """
-    if durable or settings.exactly_once:
+    if durable:
         await send_direct([(topic.get_topic_name(), orjson.dumps(key), orjson.dumps(value), None)])
     else:
         await topic.send(key=key, value=value)

@@ -10,7 +10,6 @@ from agents.direct import send_direct
 from schemas.dlq import dead_letter
 from schemas.events import VisionAnalyzed
 from streams.metrics import dlq_events_total
-from streams.settings import settings
 from streams.topics import VISION_ANALYZED, dlq_topic
 
 log = logging.getLogger(__name__)
@@ -32,7 +31,6 @@ async def send_dead_letter(
 
     `wait` matters where a table is written after the send: Faust writes changelogs at once but
     delays a plain send until the offset commit, so a crash in between would lose the record.
-    Under exactly_once every dead letter is sent that way (see agents/direct.py).
     """
     record = dead_letter(
         key=key,
@@ -54,7 +52,7 @@ async def send_dead_letter(
         record.error_type,
         record.error_message,
     )
-    if wait or settings.exactly_once:
+    if wait:
         # outside Faust's transactions, acknowledged before the source event is done
         await send_direct([(dlq_topic.get_topic_name(), key, record.encode(), None)])
     else:

@@ -15,7 +15,9 @@ app = faust.App(
     # The store must be set on the app: a per-table `store=` is silently ignored by Faust.
     store="rocksdb://",
     datadir=str(settings.table_dir),
-    processing_guarantee=settings.processing_guarantee,
+    # Faust always runs at-least-once: its exactly_once loses events when a worker is killed.
+    # PROCESSING_GUARANTEE=exactly_once adds the transactional relay of agents/relay.py.
+    processing_guarantee="at_least_once",
     topic_partitions=settings.topic_partitions,
     topic_replication_factor=settings.topic_replication_factor,
     web_port=settings.web_port,

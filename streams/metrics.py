@@ -78,3 +78,10 @@ album_assembled_duplicates_total = Counter(
     "album_assembled_duplicates_total",
     "album.assembled events whose event_id was seen recently (at-least-once repeats)",
 )
+
+relay_published_total = Counter(
+    "album_relay_published_total", "album.assembled events published by the exactly-once relay"
+)
+relay_skipped_total = Counter(
+    "album_relay_skipped_total", "repeated emissions the exactly-once relay dropped"
+)

@@ -52,6 +52,17 @@ async def declare_output_topics() -> None:
 app.task(declare_output_topics)
 
 
+# Under exactly_once the assembler emits here and agents.relay publishes to album.assembled.
+OUTBOX = f"{settings.app_id}-assembled-outbox"
+RELAY_STATE = f"{settings.app_id}-relay-state"
+outbox_topic = app.topic(
+    OUTBOX,
+    key_serializer="json",
+    value_serializer="raw",
+    partitions=settings.topic_partitions,
+    internal=True,
+)
+
 # Album commands keyed by str(album_id): parsed albums, vision routed to its album, ticks.
 album_events_topic = app.topic(
     f"{settings.app_id}-album-events",

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents import assembler
 from agents.direct import kafka_connected
+from agents.relay import AssembledRelay
 from streams.app import app
 from streams.metrics import assembled_rate
 from streams.settings import settings
@@ -55,7 +56,7 @@ class HealthDetailed(View):
                 "connected": kafka_connected(),
             },
             "processing_guarantee": settings.processing_guarantee,
-            "tasks": {"album_assembler": assembler_health(ok)},
+            "tasks": {"album_assembler": assembler_health(ok), "assembled_relay": relay_health()},
         }
         return self.json(body, status=200 if ok else 503)
 
@@ -92,6 +93,20 @@ def assembler_health(ready: bool) -> dict[str, Any]:
         "backlog_size": backlog_size() if app.started else None,
         "recent_assembly_rate": round(assembled_rate.rate(), 3),
         "deadline_seconds": settings.album_deadline_seconds,
+    }
+
+
+def relay_health() -> dict[str, Any]:
+    """The exactly-once relay (disabled under at_least_once)."""
+    if not settings.exactly_once:
+        return {"status": "disabled", "reason": "PROCESSING_GUARANTEE=at_least_once"}
+    last = AssembledRelay.last_commit_at
+    return {
+        "status": "healthy" if kafka_connected() else "unhealthy",
+        "partitions": list(AssembledRelay.partitions),
+        "published": AssembledRelay.published,
+        "repeats_dropped": AssembledRelay.skipped,
+        "seconds_since_last_commit": None if last is None else round(time.monotonic() - last, 3),
     }
 
 
