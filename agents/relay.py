@@ -84,13 +84,21 @@ class AssembledRelay(Service):
         )
         await self.consumer.start()
         self.consumer.subscribe([OUTBOX], listener=_Rebalance(self))
-        self.add_future(self._run())
+        self._task = asyncio.ensure_future(self._run())
 
     async def on_stop(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
+        task = getattr(self, "_task", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        # an open transaction is aborted by the broker (or fenced by the next owner)
+        with contextlib.suppress(Exception):
+            if self.consumer is not None:
+                await asyncio.wait_for(self.consumer.stop(), 10)
         for producer in self.producers.values():
-            await producer.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 10)
         self.producers.clear()
 
     async def _declare_topics(self) -> None:

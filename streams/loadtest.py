@@ -115,7 +115,7 @@ def run_assembler_benchmark(
         }
         log = (Path(tmp) / "worker.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker", "-l", "warning"],
+            [sys.executable, "-m", "streams", "worker", "-l", "warn"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -129,7 +129,11 @@ def run_assembler_benchmark(
             )
         finally:
             proc.terminate()
-            proc.wait(60)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
             log.close()
     if seen < albums:
         raise RuntimeError(f"only {seen} of {albums} albums assembled")
