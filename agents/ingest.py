@@ -1,106 +1,185 @@
-"""Ingest-side routing: validate external events, re-key them onto the internal topics."""
+"""Ingest-side routing: validate external events, re-key them onto the internal topics.
+
+The router is stateless, so it runs as a plain aiokafka consumer loop (group `{APP_ID}-router`)
+rather than a Faust agent: it commits a partition's offset only after every message routed from
+it has been acknowledged by the broker. Faust agents at this place lost a few records at crash
+boundaries (their offsets committed, the records never routed: tests/e2e/test_crash.py); with
+this loop a crash can only repeat a batch, and everything downstream is idempotent.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
-from faust import StreamT
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from mode import Service
 
-from agents.direct import send_internal
-from agents.dlq import send_dead_letter
+from agents.direct import send_direct
+from schemas.dlq import dead_letter
 from schemas.validation import InvalidEvent, decode_album_parsed, decode_vision_analyzed
 from streams.app import app
-from streams.metrics import albums_parsed_total, vision_events_total
+from streams.metrics import albums_parsed_total, dlq_events_total, vision_events_total
+from streams.settings import settings
 from streams.topics import (
+    ALBUMS_DLQ,
     ALBUMS_PARSED,
     VISION_ANALYZED,
     album_events_topic,
-    albums_parsed_topic,
     post_events_topic,
-    vision_analyzed_topic,
 )
 
 log = logging.getLogger(__name__)
 
+GROUP = f"{settings.app_id}-router"
+ALBUM_EVENTS = album_events_topic.get_topic_name()
+POST_EVENTS = post_events_topic.get_topic_name()
 
-def _origin(event: Any) -> dict[str, Any]:
-    m = event.message
-    return {"topic": m.topic, "partition": m.partition, "offset": m.offset}
+Message = tuple[str, bytes | None, bytes, int | None]
 
 
-@app.agent(albums_parsed_topic, concurrency=1)
-async def route_albums(stream: StreamT[bytes]) -> None:
-    """albums.parsed → album-events (by album_id) + one post-events index entry per item.
+def _internal(topic: str, key: str, value: dict[str, Any]) -> Message:
+    # JSON-encoded str keys, exactly as Faust encodes the keys of the tables these feed
+    return (topic, orjson.dumps(key), orjson.dumps(value), None)
 
-    Invalid events go to albums.dlq with the reason; valid ones are never dropped.
-    """
-    async for event in stream.events():
-        raw_key, raw_value = event.message.key, event.message.value
-        try:
-            album = decode_album_parsed(raw_value)
-        except InvalidEvent as exc:
-            albums_parsed_total.labels(status="invalid").inc()
-            await send_dead_letter(
-                key=raw_key,
-                value=raw_value,
-                source_topic=ALBUMS_PARSED,
-                source_partition=event.message.partition,
-                source_offset=event.message.offset,
-                stage="validate",
-                error=exc,
-            )
-            continue
-        albums_parsed_total.labels(status="valid").inc()
-        # index entries first: a vision event routed through the index then finds its album
-        for item in album.items:
-            await send_internal(
-                post_events_topic,
-                str(item.post_id),
-                {
-                    "type": "index",
-                    "post_id": item.post_id,
-                    "album_id": album.album_id,
-                    "tenant_id": album.tenant_id,
-                },
-            )
-        await send_internal(
-            album_events_topic,
-            str(album.album_id),
-            {"type": "parsed", "album": album.to_dict(), "origin": _origin(event)},
+
+def _dead_letter(record: ConsumerRecord[bytes, bytes], error: InvalidEvent) -> Message:
+    dl = dead_letter(
+        key=record.key,
+        value=record.value,
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        stage="validate",
+        error=error,
+    )
+    dlq_events_total.labels(stage="validate", error_type=dl.error_type).inc()
+    log.warning(
+        "dead letter from validate (%s:%s@%s): %s: %s",
+        record.topic,
+        record.partition,
+        record.offset,
+        dl.error_type,
+        dl.error_message,
+    )
+    return (ALBUMS_DLQ, record.key, dl.encode(), None)
+
+
+def route_album(record: ConsumerRecord[bytes, bytes]) -> list[Message]:
+    """albums.parsed → one index entry per item (post-events) + the album (album-events)."""
+    origin = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+    try:
+        album = decode_album_parsed(record.value)
+    except InvalidEvent as exc:
+        albums_parsed_total.labels(status="invalid").inc()
+        return [_dead_letter(record, exc)]
+    albums_parsed_total.labels(status="valid").inc()
+    out = [
+        _internal(
+            POST_EVENTS,
+            str(item.post_id),
+            {
+                "type": "index",
+                "post_id": item.post_id,
+                "album_id": album.album_id,
+                "tenant_id": album.tenant_id,
+            },
         )
+        for item in album.items
+    ]
+    out.append(
+        _internal(
+            ALBUM_EVENTS,
+            str(album.album_id),
+            {"type": "parsed", "album": album.to_dict(), "origin": origin},
+        )
+    )
+    return out
 
 
-@app.agent(vision_analyzed_topic, concurrency=1)
-async def route_vision(stream: StreamT[bytes]) -> None:
+def route_vision(record: ConsumerRecord[bytes, bytes]) -> list[Message]:
     """posts.vision.analyzed → album-events when it names its album, else post-events.
 
-    `grouped_id: null` (a post outside any album) is ignored and counted; invalid events go to
-    albums.dlq.
+    `grouped_id: null` (a post outside any album) is ignored and counted.
     """
-    async for event in stream.events():
-        raw_key, raw_value = event.message.key, event.message.value
-        try:
-            vision = decode_vision_analyzed(raw_value)
-        except InvalidEvent as exc:
-            vision_events_total.labels(status="invalid").inc()
-            await send_dead_letter(
-                key=raw_key,
-                value=raw_value,
-                source_topic=VISION_ANALYZED,
-                source_partition=event.message.partition,
-                source_offset=event.message.offset,
-                stage="validate",
-                error=exc,
-            )
-            continue
-        if not vision.in_album:
-            vision_events_total.labels(status="not_in_album").inc()
-            continue
-        message = {"type": "vision", "event": vision.to_dict(), "origin": _origin(event)}
-        if vision.album_id is not None:
-            vision_events_total.labels(status="direct").inc()
-            await send_internal(album_events_topic, str(vision.album_id), message)
-        else:
-            vision_events_total.labels(status="via_index").inc()
-            await send_internal(post_events_topic, str(vision.post_id), message)
+    origin = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+    try:
+        vision = decode_vision_analyzed(record.value)
+    except InvalidEvent as exc:
+        vision_events_total.labels(status="invalid").inc()
+        return [_dead_letter(record, exc)]
+    if not vision.in_album:
+        vision_events_total.labels(status="not_in_album").inc()
+        return []
+    message = {"type": "vision", "event": vision.to_dict(), "origin": origin}
+    if vision.album_id is not None:
+        vision_events_total.labels(status="direct").inc()
+        return [_internal(ALBUM_EVENTS, str(vision.album_id), message)]
+    vision_events_total.labels(status="via_index").inc()
+    return [_internal(POST_EVENTS, str(vision.post_id), message)]
+
+
+ROUTES = {ALBUMS_PARSED: route_album, VISION_ANALYZED: route_vision}
+
+
+class Router(Service):
+    """Consumes the two external input topics and routes every record, at least once."""
+
+    #: health: records routed by this process
+    routed = 0
+
+    async def on_start(self) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=GROUP,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(settings.consumer_session_timeout_seconds * 1000),
+            heartbeat_interval_ms=int(settings.consumer_session_timeout_seconds * 100),
+            metadata_max_age_ms=5000,
+        )
+        await self.consumer.start()
+        self.consumer.subscribe(list(ROUTES))
+        self._task = asyncio.ensure_future(self._run())
+
+    async def on_stop(self) -> None:
+        task = getattr(self, "_task", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.consumer.stop(), 10)
+
+    async def _run(self) -> None:
+        while not self.should_stop:
+            try:
+                batch = await self.consumer.getmany(timeout_ms=500, max_records=1000)
+                for tp, records in batch.items():
+                    await self._route(tp, records)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # e.g. a commit refused after a rebalance: the new owner routes it again
+                log.exception("router: batch not committed; it will be routed again")
+                await asyncio.sleep(1.0)
+
+    async def _route(self, tp: TopicPartition, records: list[Any]) -> None:
+        route = ROUTES[tp.topic]
+        messages = [m for r in records for m in route(r)]
+        while True:
+            try:
+                await send_direct(messages)
+                break
+            except Exception:  # the broker is away: keep the batch, try again
+                log.exception("router: sending %d messages failed; retrying", len(messages))
+                await asyncio.sleep(1.0)
+        # only now is the batch's offset committed: a crash before this repeats the batch
+        await self.consumer.commit({tp: records[-1].offset + 1})
+        Router.routed += len(records)
+
+
+app.service(Router)

@@ -44,8 +44,8 @@ dlq_topic = _external(ALBUMS_DLQ)
 
 
 async def declare_output_topics() -> None:
-    """Create the output topics at start-up so consumers can subscribe before the first event."""
-    for topic in (album_assembled_topic, dlq_topic):
+    """Create the contract's topics at start-up so consumers can subscribe before any event."""
+    for topic in (albums_parsed_topic, vision_analyzed_topic, album_assembled_topic, dlq_topic):
         await topic.maybe_declare()
 
 

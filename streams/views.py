@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents import assembler
 from agents.direct import kafka_connected
+from agents.ingest import Router
 from agents.relay import AssembledRelay
 from streams.app import app
 from streams.metrics import assembled_rate
@@ -56,7 +57,14 @@ class HealthDetailed(View):
                 "connected": kafka_connected(),
             },
             "processing_guarantee": settings.processing_guarantee,
-            "tasks": {"album_assembler": assembler_health(ok), "assembled_relay": relay_health()},
+            "tasks": {
+                "album_assembler": assembler_health(ok),
+                "router": {
+                    "status": "running" if Router.routed or app.started else "starting",
+                    "records_routed": Router.routed,
+                },
+                "assembled_relay": relay_health(),
+            },
         }
         return self.json(body, status=200 if ok else 503)
 

@@ -24,15 +24,6 @@ KILLS = 3
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known defect, open in issue 3: after SIGKILL/restart, a few albums.parsed records "
-        "(2-12 of 1,500-3,000 albums in our runs) are never routed by route_albums although "
-        "the group's committed offset moved past them (Faust consumer offset bookkeeping "
-        "around rebalances is the suspect); the test still runs and reports XPASS when clean"
-    ),
-)
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 async def test_sigkill_during_run_loses_nothing(pipeline: Pipeline, guarantee: str) -> None:
     gen = generate(

@@ -1,0 +1,9 @@
+"""The root error of the storage clients, with a retry flag (see STYLE.md, 9)."""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """A store could not do what was asked. `retriable`: trying again may succeed."""
+
+    retriable: bool = False

@@ -1,0 +1,154 @@
+"""S3 storage (aiobotocore): gzip JSON album summaries and content-addressed media objects."""
+
+from __future__ import annotations
+
+import gzip
+import re
+from contextlib import AsyncExitStack
+from typing import Any
+
+import orjson
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from storage.errors import StorageError
+
+TENANT_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+RETRIABLE_CODES = frozenset(
+    {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "503", "500"}
+)
+
+
+class S3Error(StorageError):
+    """An S3 request failed; `retriable` says whether trying again may help."""
+
+
+def album_summary_key(tenant_id: str, album_id: int) -> str:
+    """`album/{tenant_id}/{album_id}_vision_summary_v1.json`; nothing can escape the prefix."""
+    if not TENANT_RE.fullmatch(tenant_id):
+        raise ValueError(f"tenant_id {tenant_id!r} is not [A-Za-z0-9_-]{{1,64}}")
+    if isinstance(album_id, bool) or not isinstance(album_id, int) or album_id < 0:
+        raise ValueError(f"album_id {album_id!r} is not a non-negative integer")
+    return f"album/{tenant_id}/{album_id}_vision_summary_v1.json"
+
+
+def media_key(sha256: str) -> str:
+    """`media/{sha256}` for a lowercase hex SHA-256."""
+    if not SHA256_RE.fullmatch(sha256):
+        raise ValueError(f"{sha256!r} is not a lowercase hex SHA-256")
+    return f"media/{sha256}"
+
+
+class S3Storage:
+    """One bucket on an S3 endpoint.
+
+    Args:
+        endpoint_url: the S3 endpoint (the local stack's versitygw, MinIO, AWS, ...).
+        bucket: the bucket holding album summaries and media.
+        access_key, secret_key, region: credentials and region of the endpoint.
+    """
+
+    def __init__(
+        self, endpoint_url: str, bucket: str, access_key: str, secret_key: str, region: str
+    ) -> None:
+        self.endpoint_url = endpoint_url
+        self.bucket = bucket
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._region = region
+        self._stack: AsyncExitStack | None = None
+        self._client: Any = None
+
+    async def start(self) -> None:
+        """Connect and check that the bucket answers."""
+        self._stack = AsyncExitStack()
+        self._client = await self._stack.enter_async_context(
+            get_session().create_client(
+                "s3",
+                endpoint_url=self.endpoint_url,
+                region_name=self._region,
+                aws_access_key_id=self._access_key,
+                aws_secret_access_key=self._secret_key,
+            )
+        )
+        await self._call("head_bucket", Bucket=self.bucket)
+
+    async def close(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+        self._stack = self._client = None
+
+    async def __aenter__(self) -> S3Storage:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, op: str, **kwargs: Any) -> Any:
+        if self._client is None:
+            raise S3Error(f"S3Storage.{op} before start()")
+        try:
+            return await getattr(self._client, op)(**kwargs)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            err = S3Error(f"S3 {op} failed: {code}: {exc}")
+            err.retriable = code in RETRIABLE_CODES
+            raise err from exc
+        except (BotoCoreError, OSError) as exc:
+            err = S3Error(f"S3 {op} failed: {exc!r}")
+            err.retriable = True
+            raise err from exc
+
+    async def put_json(self, key: str, document: Any, *, compress: bool = True) -> int:
+        """Store `document` as JSON (gzip with Content-Encoding when `compress`); returns bytes."""
+        body = orjson.dumps(document)
+        extra: dict[str, str] = {}
+        if compress:
+            body = gzip.compress(body, mtime=0)  # mtime 0: same document, same bytes
+            extra["ContentEncoding"] = "gzip"
+        await self._call(
+            "put_object",
+            Bucket=self.bucket,
+            Key=key,
+            Body=body,
+            ContentType="application/json",
+            **extra,
+        )
+        return len(body)
+
+    async def get_json(self, key: str) -> Any:
+        """The JSON document at `key` (decompressed when stored with gzip), or None."""
+        try:
+            resp = await self._call("get_object", Bucket=self.bucket, Key=key)
+        except S3Error as exc:
+            if "NoSuchKey" in str(exc):
+                return None
+            raise
+        async with resp["Body"] as stream:
+            raw = await stream.read()
+        if resp.get("ContentEncoding") == "gzip":
+            raw = gzip.decompress(raw)
+        return orjson.loads(raw)
+
+    async def put_media(self, sha256: str, data: bytes, content_type: str) -> str:
+        """Store media content-addressed under `media/{sha256}`; returns the key."""
+        key = media_key(sha256)
+        await self._call(
+            "put_object", Bucket=self.bucket, Key=key, Body=data, ContentType=content_type
+        )
+        return key
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            resp = await self._call("list_objects_v2", **kwargs)
+            keys += [o["Key"] for o in resp.get("Contents", [])]
+            if not resp.get("IsTruncated"):
+                return keys
+            token = resp.get("NextContinuationToken")
