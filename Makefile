@@ -10,7 +10,7 @@ WORKER := bash compose/local/worker.sh
 PYTEST_ARGS ?=
 
 .PHONY: help run stop test test-unit test-integration lint format typecheck stack-up stack-down \
-        stack-status worker-up worker-down worker-logs venv clean bench
+        stack-status worker-up worker-down worker-logs venv clean bench migrate
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,14 +25,18 @@ venv: $(VENV)/.installed ## Create the virtualenv and install the package with d
 
 SAMPLE_ALBUMS ?= 300
 
-run: venv stack-up worker-up ## Start the stack and the worker, feed sample albums, show where to look
+migrate: venv ## Apply the Postgres migrations to DATABASE_URL and to the test database
+	@$(PY) -m streams migrate
+	@DATABASE_URL=$$($(PY) -c 'from streams.settings import settings; u = settings.database_url.get(); print(u.rsplit("/", 1)[0] + "/albums_test")') $(PY) -m streams migrate
+
+run: venv stack-up migrate worker-up ## Start the stack and the worker, feed sample albums, show where to look
 	@$(PY) -m streams generate-albums --albums $(SAMPLE_ALBUMS) --duplicate-share 0.05 \
 		--missing-vision-share 0.03 --malformed-share 0.02 --not-in-album 3 --rate 2000
 	@$(WORKER) info
 
 stop: worker-down stack-down ## Stop the worker and the local stack
 
-test: venv stack-up ## Run the whole test suite (starts the servers it needs)
+test: venv stack-up migrate ## Run the whole test suite (starts the servers it needs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv ## Run the unit tests only (no server needed)

@@ -14,11 +14,12 @@ from faust.cli import option
 
 from schemas.dlq import DlqRecord
 from schemas.validation import InvalidEvent
+from storage.postgres import upgrade_async
 from streams.app import app
 from streams.dlq_replay import replay_dlq
 from streams.generator import GeneratorConfig, generate
 from streams.kafka_io import produce
-from streams.settings import settings
+from streams.settings import redact_url, settings
 from streams.topics import ALBUMS_DLQ
 
 
@@ -121,6 +122,13 @@ async def dlq_replay(
         echo=_out,
     )
     _out(f"replayed {result['replayed']}, skipped {result['skipped']}, unreadable {result['bad']}")
+
+
+@app.command()
+async def migrate(self: Any) -> None:
+    """Apply the Postgres migrations (Alembic) to DATABASE_URL."""
+    await upgrade_async(settings.database_url.get())
+    _out(f"migrated {redact_url(settings.database_url.get())} to head")
 
 
 @app.command()

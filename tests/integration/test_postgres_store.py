@@ -1,0 +1,112 @@
+"""storage.postgres against the local Postgres: migrations, idempotent enrichment upserts."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from storage.postgres import PostgresStore, upgrade_async
+
+
+@pytest.fixture(scope="session")
+async def migrated(postgres_url: str) -> str:
+    await upgrade_async(postgres_url)  # idempotent: `make test` already ran it
+    return postgres_url
+
+
+def assembled(album_id: int, version: int, status: str = "complete") -> dict[str, Any]:
+    return {
+        "schema": "album.assembled/v1",
+        "event_id": f"{album_id}:{version}",
+        "album_id": album_id,
+        "version": version,
+        "status": status,
+        "tenant_id": "acme",
+        "channel_id": -1001234567890,
+        "grouped_id": 10**12 + album_id,
+        "album_kind": "photo",
+        "items_count": 3,
+        "items_analyzed": 3 if status == "complete" else 2,
+        "caption_text": "Новости дня",
+        "posted_at": "2025-01-30T10:00:00Z",
+        "vision_summary": f"summary v{version}",
+        "vision_labels": ["cat", "sofa"],
+        "ocr_text": "",
+        "has_meme": False,
+        "has_text": False,
+        "items": [],
+        "assembly_completed_at": "2025-01-30T10:00:09.000Z",
+        "assembly_lag_seconds": 6.2,
+    }
+
+
+async def test_enrichment_keeps_the_highest_version_and_other_meta(migrated: str) -> None:
+    album_id = random.randrange(10**9, 2 * 10**9)
+    async with PostgresStore(migrated) as store:
+        # no media_groups row yet: the sink creates it from the event
+        await store.upsert_enrichments([assembled(album_id, 1, "partial")])
+        meta = await store.enrichment(album_id)
+        assert meta is not None
+        assert meta["enrichment"]["version"] == 1
+        assert meta["enrichment"]["status"] == "partial"
+
+        # ingestion's own key in meta is never clobbered
+        engine = create_async_engine(migrated)
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE media_groups SET meta = meta || CAST(:m AS jsonb) WHERE id = :i"),
+                {"i": album_id, "m": '{"ingest": {"ok": true}}'},
+            )
+        await engine.dispose()
+
+        await store.upsert_enrichments([assembled(album_id, 2)])
+        await store.upsert_enrichments([assembled(album_id, 1, "partial")])  # older: ignored
+        await store.upsert_enrichments([assembled(album_id, 2)])  # replay: no change
+        meta = await store.enrichment(album_id)
+        assert meta is not None
+        assert meta["enrichment"]["version"] == 2
+        assert meta["enrichment"]["status"] == "complete"
+        assert meta["enrichment"]["vision_summary"] == "summary v2"
+        assert meta["ingest"] == {"ok": True}
+
+
+async def test_constraints_make_ingestion_idempotent(migrated: str) -> None:
+    album_id = random.randrange(2 * 10**9, 3 * 10**9)
+    engine = create_async_engine(migrated)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO media_groups (id, tenant_id, channel_id, grouped_id) "
+                    "VALUES (:i, 'acme', -1, :g)"
+                ),
+                {"i": album_id, "g": album_id},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO media_group_items (group_id, post_id, position, media_kind) "
+                    "VALUES (:i, 1, 0, 'photo')"
+                ),
+                {"i": album_id},
+            )
+        for stmt in [
+            # the same grouped_id in the same channel
+            "INSERT INTO media_groups (id, tenant_id, channel_id, grouped_id) "
+            "VALUES (:other, 'acme', -1, :i)",
+            # the same position in the same album
+            "INSERT INTO media_group_items (group_id, post_id, position, media_kind) "
+            "VALUES (:i, 2, 0, 'photo')",
+        ]:
+            params = {"i": album_id, "other": album_id + 1} if ":other" in stmt else {"i": album_id}
+            async with engine.connect() as conn:
+                with pytest.raises(IntegrityError):
+                    await conn.execute(text(stmt), params)
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM media_groups WHERE id = :i"), {"i": album_id})
+        await engine.dispose()
