@@ -7,12 +7,26 @@ import logging
 import orjson
 
 from agents.direct import send_direct
-from schemas.dlq import dead_letter
+from schemas.dlq import DlqRecord, dead_letter
 from schemas.events import VisionAnalyzed
 from streams.metrics import dlq_events_total
 from streams.topics import VISION_ANALYZED, dlq_topic
 
 log = logging.getLogger(__name__)
+
+
+def note_dead_letter(record: DlqRecord) -> None:
+    """Count and log a dead letter (every path to albums.dlq goes through here)."""
+    dlq_events_total.labels(stage=record.stage, error_type=record.error_type).inc()
+    log.warning(
+        "dead letter from %s (%s:%s@%s): %s: %s",
+        record.stage,
+        record.source_topic,
+        record.source_partition,
+        record.source_offset,
+        record.error_type,
+        record.error_message,
+    )
 
 
 async def send_dead_letter(
@@ -42,16 +56,7 @@ async def send_dead_letter(
         error=error,
         attempts=attempts,
     )
-    dlq_events_total.labels(stage=stage, error_type=record.error_type).inc()
-    log.warning(
-        "dead letter from %s (%s:%s@%s): %s: %s",
-        stage,
-        source_topic,
-        source_partition,
-        source_offset,
-        record.error_type,
-        record.error_message,
-    )
+    note_dead_letter(record)
     if wait:
         # outside Faust's transactions, acknowledged before the source event is done
         await send_direct([(dlq_topic.get_topic_name(), key, record.encode(), None)])

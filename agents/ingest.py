@@ -19,10 +19,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from mode import Service
 
 from agents.direct import send_direct
+from agents.dlq import note_dead_letter
 from schemas.dlq import dead_letter
 from schemas.validation import InvalidEvent, decode_album_parsed, decode_vision_analyzed
 from streams.app import app
-from streams.metrics import albums_parsed_total, dlq_events_total, vision_events_total
+from streams.metrics import albums_parsed_total, vision_events_total
 from streams.settings import settings
 from streams.topics import (
     ALBUMS_DLQ,
@@ -56,15 +57,7 @@ def _dead_letter(record: ConsumerRecord[bytes, bytes], error: InvalidEvent) -> M
         stage="validate",
         error=error,
     )
-    dlq_events_total.labels(stage="validate", error_type=dl.error_type).inc()
-    log.warning(
-        "dead letter from validate (%s:%s@%s): %s: %s",
-        record.topic,
-        record.partition,
-        record.offset,
-        dl.error_type,
-        dl.error_message,
-    )
+    note_dead_letter(dl)
     return (ALBUMS_DLQ, record.key, dl.encode(), None)
 
 
