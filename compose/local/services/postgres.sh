@@ -40,6 +40,16 @@ init_cluster() {
     id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
     mkdir -p "$HOME_DIR"
     chown postgres:postgres "$HOME_DIR"
+    # the clone may live under a private folder (mktemp -d is 0700): let the unprivileged
+    # server user pass through (search bit only, nothing becomes listable)
+    local d="$STACK_DIR"
+    while [ "$d" != "/" ]; do
+      if ! setpriv --reuid=postgres --regid=postgres --init-groups -- test -x "$d"; then
+        log "postgres: chmod o+x $d so the postgres user can reach its data dir"
+        chmod o+x "$d"
+      fi
+      d="$(dirname "$d")"
+    done
   fi
   as_pg mkdir -p "$DATA" "$SOCK"
   as_pg "$(pg_bin)/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
