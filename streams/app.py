@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 
+from streams.faust_consumer import SafeTransport
 from streams.settings import settings
+
+
+class App(faust.App):
+    """faust.App whose consumer never drops an unprocessed record (streams/faust_consumer.py)."""
+
+    def _new_transport(self) -> Any:
+        return SafeTransport(self.conf.broker_consumer, self)
+
 
 # Faust creates its datadir but not the parents of it.
 settings.data_dir.mkdir(parents=True, exist_ok=True)
 
-app = faust.App(
+app = App(
     settings.app_id,
     broker=settings.broker_urls,
     # The store must be set on the app: a per-table `store=` is silently ignored by Faust.
