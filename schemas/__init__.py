@@ -14,6 +14,7 @@ from schemas.events import (
 )
 from schemas.validation import (
     InvalidEvent,
+    decode_album_assembled,
     decode_album_parsed,
     decode_vision_analyzed,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "Vision",
     "VisionAnalyzed",
     "dead_letter",
+    "decode_album_assembled",
     "decode_album_parsed",
     "decode_vision_analyzed",
 ]

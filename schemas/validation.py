@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from schemas.events import (
+    ALBUM_ASSEMBLED_V1,
     ALBUMS_PARSED_V1,
     MAX_ALBUM_ITEMS,
     VISION_ANALYZED_V1,
@@ -229,3 +230,54 @@ def decode_album_parsed(raw: bytes | None) -> AlbumParsed:
 
 def decode_vision_analyzed(raw: bytes | None) -> VisionAnalyzed:
     return validate_vision_analyzed(decode_json(raw))
+
+
+ASSEMBLED_STATUSES = frozenset({"complete", "partial"})
+
+
+def validate_album_assembled(d: dict[str, Any]) -> dict[str, Any]:
+    """Check what the sinks rely on in `album.assembled`; returns the event itself (a dict).
+
+    Sinks store the event as it came (S3 keeps the whole document), so this checks and does not
+    convert: ids and version are integers, tenant_id is safe for keys, items are well formed.
+    """
+    _schema(d, ALBUM_ASSEMBLED_V1)
+    album_id = _req_int(d, "album_id", "album_id")
+    if album_id < 0:
+        raise InvalidEvent("out_of_range", "album_id must be >= 0")
+    if _req_int(d, "version", "version") < 1:
+        raise InvalidEvent("out_of_range", "version must be >= 1")
+    _tenant(d)
+    _req_int(d, "channel_id", "channel_id")
+    _req_int(d, "grouped_id", "grouped_id")
+    status = _str(d, "status", "status", required=True, max_len=20)
+    if status not in ASSEMBLED_STATUSES:
+        raise InvalidEvent("invalid_status", f"status {status!r} is not complete or partial")
+    _str(d, "caption_text", "caption_text")
+    _str(d, "posted_at", "posted_at", max_len=64)
+    labels = d.get("vision_labels") or []
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise _wrong("vision_labels", "a list of strings", labels)
+    items = d.get("items")
+    if not isinstance(items, list):
+        raise _wrong("items", "a list", items) if items is not None else _missing("items")
+    if not 1 <= len(items) <= MAX_ALBUM_ITEMS:
+        raise InvalidEvent("items_count", f"album has {len(items)} items, not 1..{MAX_ALBUM_ITEMS}")
+    seen: set[int] = set()
+    for i, item in enumerate(items):
+        path = f"items[{i}]"
+        if not isinstance(item, dict):
+            raise _wrong(path, "an object", item)
+        post_id = _req_int(item, "post_id", f"{path}.post_id")
+        _req_int(item, "position", f"{path}.position")
+        if post_id in seen:
+            raise InvalidEvent("duplicate_post_id", f"post_id {post_id} appears twice")
+        seen.add(post_id)
+        vision = item.get("vision")
+        if vision is not None and not isinstance(vision, dict):
+            raise _wrong(f"{path}.vision", "an object or null", vision)
+    return d
+
+
+def decode_album_assembled(raw: bytes | None) -> dict[str, Any]:
+    return validate_album_assembled(decode_json(raw))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gzip
 import re
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
 import orjson
+from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -20,8 +22,14 @@ RETRIABLE_CODES = frozenset(
 )
 
 
+VERSION_META = "album-version"
+NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
 class S3Error(StorageError):
     """An S3 request failed; `retriable` says whether trying again may help."""
+
+    not_found: bool = False
 
 
 def album_summary_key(tenant_id: str, album_id: int) -> str:
@@ -70,6 +78,8 @@ class S3Storage:
                 region_name=self._region,
                 aws_access_key_id=self._access_key,
                 aws_secret_access_key=self._secret_key,
+                # fail fast and let the sink's backoff decide about retrying
+                config=AioConfig(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2}),
             )
         )
         await self._call("head_bucket", Bucket=self.bucket)
@@ -95,16 +105,24 @@ class S3Storage:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             err = S3Error(f"S3 {op} failed: {code}: {exc}")
             err.retriable = code in RETRIABLE_CODES
+            err.not_found = code in NOT_FOUND_CODES
             raise err from exc
         except (BotoCoreError, OSError) as exc:
             err = S3Error(f"S3 {op} failed: {exc!r}")
             err.retriable = True
             raise err from exc
 
-    async def put_json(self, key: str, document: Any, *, compress: bool = True) -> int:
+    async def put_json(
+        self,
+        key: str,
+        document: Any,
+        *,
+        compress: bool = True,
+        metadata: dict[str, str] | None = None,
+    ) -> int:
         """Store `document` as JSON (gzip with Content-Encoding when `compress`); returns bytes."""
         body = orjson.dumps(document)
-        extra: dict[str, str] = {}
+        extra: dict[str, Any] = {"Metadata": metadata} if metadata else {}
         if compress:
             body = gzip.compress(body, mtime=0)  # mtime 0: same document, same bytes
             extra["ContentEncoding"] = "gzip"
@@ -118,12 +136,41 @@ class S3Storage:
         )
         return len(body)
 
+    async def stored_version(self, key: str) -> int | None:
+        """The `album-version` metadata of the object at `key`; None when there is no object."""
+        try:
+            resp = await self._call("head_object", Bucket=self.bucket, Key=key)
+        except S3Error as exc:
+            if exc.not_found:
+                return None
+            raise
+        raw = (resp.get("Metadata") or {}).get(VERSION_META)
+        try:
+            return int(raw) if raw is not None else 0
+        except ValueError:
+            return 0
+
+    async def put_album_summary(self, event: Mapping[str, Any]) -> bool:
+        """Store an album.assembled event at its summary key unless a newer version is there.
+
+        Returns False when the stored version is the same or higher (nothing written), so a
+        replay or an older version never overwrites. One writer per album (the sink agent that
+        owns the album's partition) makes the check-then-put safe.
+        """
+        key = album_summary_key(str(event["tenant_id"]), int(event["album_id"]))
+        version = int(event["version"])
+        stored = await self.stored_version(key)
+        if stored is not None and stored >= version:
+            return False
+        await self.put_json(key, dict(event), metadata={VERSION_META: str(version)})
+        return True
+
     async def get_json(self, key: str) -> Any:
         """The JSON document at `key` (decompressed when stored with gzip), or None."""
         try:
             resp = await self._call("get_object", Bucket=self.bucket, Key=key)
         except S3Error as exc:
-            if "NoSuchKey" in str(exc):
+            if exc.not_found:
                 return None
             raise
         async with resp["Body"] as stream:

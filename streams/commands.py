@@ -83,7 +83,11 @@ async def generate_albums(
 
 
 @app.command(
-    option("--stage", default=None, help="only records of this stage (validate, assembler, ...)"),
+    option(
+        "--stage",
+        default=None,
+        help="only records of this stage (validate, assembler, sink.postgres, ...)",
+    ),
     option("--error-type", default=None, help="only records with this error type"),
     option("--source-topic", default=None, help="only records from this topic"),
     option("--limit", type=int, default=0, help="replay at most this many (0: all)"),
@@ -112,6 +116,7 @@ async def dlq_replay(
     result = await replay_dlq(
         settings.bootstrap_servers,
         topic_prefix=settings.topic_prefix,
+        app_id=settings.app_id,
         group_id=f"{settings.app_id}-dlq-replay",
         stage=stage,
         error_type=error_type,

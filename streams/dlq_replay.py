@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas.dlq import DlqRecord
 from schemas.validation import InvalidEvent
+from streams.settings import SINK_NAMES
 
 
 async def replay_dlq(
@@ -21,17 +22,22 @@ async def replay_dlq(
     dry_run: bool = False,
     from_beginning: bool = False,
     topic_prefix: str = "",
+    app_id: str | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> dict[str, int]:
     """Replay matching DLQ records to their source topics; returns counts.
 
     Only records whose source is one of the contract's topics (under `topic_prefix`) are
     replayed: a record from an internal stage names the external topic its event came from.
+    With `app_id`, albums a sink parked (stage `sink.<name>`) are replayed too: to that sink's
+    retry topic `{app_id}-sink-<name>-retry`, which only that sink reads.
     """
     dlq_topic = topic_prefix + "albums.dlq"
     replayable = {
         topic_prefix + t for t in ("albums.parsed", "posts.vision.analyzed", "album.assembled")
     }
+    if app_id:
+        replayable |= {f"{app_id}-sink-{name}-retry" for name in SINK_NAMES}
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         group_id=None if dry_run else group_id,

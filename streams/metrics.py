@@ -85,3 +85,17 @@ relay_published_total = Counter(
 relay_skipped_total = Counter(
     "album_relay_skipped_total", "repeated emissions the exactly-once relay dropped"
 )
+
+sink_albums_total = Counter(
+    "sink_albums_total", "album.assembled events handled by a sink", ["sink", "outcome"]
+)
+sink_retries_total = Counter("sink_retries_total", "sink write retries", ["sink"])
+sink_batch_duration_seconds = Histogram(
+    "sink_batch_duration_seconds",
+    "time to write one batch to a sink, retries included",
+    ["sink"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+)
+sink_batch_size = Histogram(
+    "sink_batch_size", "albums per sink batch", ["sink"], buckets=(1, 5, 10, 25, 50, 100, 250, 500)
+)

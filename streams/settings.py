@@ -55,6 +55,9 @@ def _env(name: str, default: object, *, doc: str) -> Any:
     return field(default=default, metadata={"env": name, "doc": doc})
 
 
+SINK_NAMES = ("s3", "postgres", "qdrant", "neo4j")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Configuration of workers, tools and tests, read from the environment by `from_env()`.
@@ -125,6 +128,24 @@ class Settings:
     telegram_session: Secret = _env(
         "TELEGRAM_SESSION", Secret(""), doc="Telethon string session (ingestion only)"
     )
+    sinks: str = _env(
+        "SINKS",
+        "s3,postgres,qdrant,neo4j",
+        doc="comma-separated sinks fed by album.assembled (empty: none, as in the assembler bench)",
+    )
+    sink_batch_size: int = _env("SINK_BATCH_SIZE", 100, doc="albums per sink write (stream.take)")
+    sink_batch_seconds: float = _env(
+        "SINK_BATCH_SECONDS", 0.5, doc="longest wait for a sink batch to fill"
+    )
+    sink_retries: int = _env(
+        "SINK_RETRIES", 5, doc="retries of a failed sink write before its albums are parked"
+    )
+    sink_backoff_seconds: float = _env(
+        "SINK_BACKOFF_SECONDS", 1.0, doc="first retry delay; doubles per retry, with jitter"
+    )
+    sink_backoff_max_seconds: float = _env(
+        "SINK_BACKOFF_MAX_SECONDS", 30.0, doc="cap of one retry delay"
+    )
     log_level: str = _env("LOG_LEVEL", "INFO", doc="log level of workers and tools")
 
     @classmethod
@@ -161,6 +182,19 @@ class Settings:
             raise SettingsError(f"WEB_PORT must be 1..65535, got {self.web_port}")
         if not self.broker_urls:
             raise SettingsError("KAFKA_BOOTSTRAP_SERVERS is empty")
+        unknown = set(self.sink_names) - set(SINK_NAMES)
+        if unknown:
+            raise SettingsError(f"SINKS: unknown {sorted(unknown)}; known: {list(SINK_NAMES)}")
+        if self.sink_batch_size < 1 or self.sink_batch_seconds <= 0:
+            raise SettingsError("SINK_BATCH_SIZE must be >= 1 and SINK_BATCH_SECONDS > 0")
+        if self.sink_retries < 0 or self.sink_backoff_seconds < 0:
+            raise SettingsError("SINK_RETRIES and SINK_BACKOFF_SECONDS must be >= 0")
+
+    @property
+    def sink_names(self) -> tuple[str, ...]:
+        """The sinks SINKS asks for, in SINK_NAMES order."""
+        asked = {s.strip() for s in self.sinks.split(",") if s.strip()}
+        return tuple(n for n in SINK_NAMES if n in asked) + tuple(sorted(asked - set(SINK_NAMES)))
 
     @property
     def broker_urls(self) -> list[str]:

@@ -80,3 +80,8 @@ post_events_topic = app.topic(
     partitions=settings.topic_partitions,
     internal=True,
 )
+
+
+def sink_retry_topic_name(sink: str) -> str:
+    """Where `dlq-replay` sends an album a sink parked: only that sink reads it again."""
+    return f"{settings.app_id}-sink-{sink}-retry"

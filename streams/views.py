@@ -12,6 +12,7 @@ from agents import assembler
 from agents.direct import kafka_connected
 from agents.ingest import Router
 from agents.relay import AssembledRelay
+from agents.sinks import resources
 from streams.app import app
 from streams.metrics import assembled_rate
 from streams.settings import settings
@@ -43,7 +44,7 @@ class Health(View):
 
 @app.page("/health/detailed")
 class HealthDetailed(View):
-    """Status of the worker and its parts (later work adds per-agent and per-sink entries)."""
+    """Status of the worker and its parts: Kafka, the agents, and every sink."""
 
     async def get(self, request: Request) -> Response:
         ok, reason = readiness()
@@ -65,6 +66,8 @@ class HealthDetailed(View):
                 },
                 "assembled_relay": relay_health(),
             },
+            # one entry per sink: disabled (with the reason), idle, ok, retrying or failing
+            "sinks": resources.health(),
         }
         return self.json(body, status=200 if ok else 503)
 

@@ -1,0 +1,225 @@
+"""Sinks of album.assembled: one adapter per store, and the retry policy they share (no Faust)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from storage.errors import StorageError
+
+Album = Mapping[str, Any]
+
+__all__ = [
+    "BatchOutcome",
+    "Neo4jSink",
+    "PostgresSink",
+    "QdrantSink",
+    "RetryPolicy",
+    "S3Sink",
+    "Sink",
+    "latest_versions",
+    "write_with_retries",
+]
+
+
+class Sink(Protocol):
+    """A store fed by album.assembled; `write_batch` is an idempotent, version-guarded upsert."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def write_batch(self, albums: Sequence[Album]) -> int:
+        """Write the albums (highest version wins); returns how many changed the store."""
+        ...
+
+
+def latest_versions(albums: Iterable[Album]) -> list[Album]:
+    """One event per album_id, the highest version, in first-seen order."""
+    best: dict[int, Album] = {}
+    for album in albums:
+        key = int(album["album_id"])
+        if key not in best or int(album["version"]) > int(best[key]["version"]):
+            best[key] = album
+    return list(best.values())
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter: retry n waits base·2ⁿ (capped), between half and all of it.
+
+    Args:
+        retries: retries after the first attempt before the albums are parked.
+        base: the first delay in seconds.
+        cap: the longest single delay.
+    """
+
+    retries: int = 5
+    base: float = 1.0
+    cap: float = 30.0
+
+    def delay(self, retry: int, rand: Callable[[], float] = random.random) -> float:
+        ceiling = min(self.cap, self.base * 2.0**retry)
+        # "equal jitter": never near zero, yet workers that failed together drift apart
+        return ceiling / 2 + rand() * ceiling / 2
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What became of a batch: albums written and albums parked with their error and attempts."""
+
+    written: list[Album] = field(default_factory=list)
+    parked: list[tuple[Album, BaseException, int]] = field(default_factory=list)
+    changed: int = 0
+    retries: int = 0
+
+    def merge(self, other: BatchOutcome) -> None:
+        self.written += other.written
+        self.parked += other.parked
+        self.changed += other.changed
+        self.retries += other.retries
+
+
+async def write_with_retries(
+    sink: Sink,
+    albums: Sequence[Album],
+    policy: RetryPolicy,
+    *,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    rand: Callable[[], float] = random.random,
+    on_retry: Callable[[BaseException, int, float], None] | None = None,
+) -> BatchOutcome:
+    """Write a batch; retry retriable errors with backoff; isolate and park what cannot be written.
+
+    A retriable error (the store is down, a timeout) is retried `policy.retries` times, then the
+    whole batch is parked. Any other error is a property of some album, not of the store: the
+    batch is split and each album tried alone, so one bad album does not park its neighbours.
+    """
+    attempt = 0
+    while True:
+        try:
+            changed = await sink.write_batch(albums)
+            return BatchOutcome(written=list(albums), changed=changed, retries=attempt)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            retriable = isinstance(exc, StorageError) and exc.retriable
+            if retriable and attempt < policy.retries:
+                wait = policy.delay(attempt, rand)
+                if on_retry is not None:
+                    on_retry(exc, attempt + 1, wait)
+                await sleep(wait)
+                attempt += 1
+                continue
+            if not retriable and len(albums) > 1:
+                outcome = BatchOutcome(retries=attempt)
+                for album in albums:
+                    outcome.merge(
+                        await write_with_retries(
+                            sink, [album], policy, sleep=sleep, rand=rand, on_retry=on_retry
+                        )
+                    )
+                return outcome
+            return BatchOutcome(parked=[(a, exc, attempt + 1) for a in albums], retries=attempt)
+
+
+class S3Sink:
+    """The album.assembled document, gzip JSON at the album's summary key (DESIGN.md, Stores).
+
+    Args:
+        storage: an S3Storage (started and closed by this sink).
+        concurrency: puts in flight at once.
+    """
+
+    name = "s3"
+
+    def __init__(self, storage: Any, concurrency: int = 16) -> None:
+        self.storage = storage
+        self._sem = asyncio.Semaphore(concurrency)
+
+    async def start(self) -> None:
+        await self.storage.start()
+
+    async def close(self) -> None:
+        await self.storage.close()
+
+    async def _put(self, album: Album) -> bool:
+        async with self._sem:
+            return bool(await self.storage.put_album_summary(album))
+
+    async def write_batch(self, albums: Sequence[Album]) -> int:
+        done = await asyncio.gather(*(self._put(a) for a in latest_versions(albums)))
+        return sum(done)
+
+
+class PostgresSink:
+    """`media_groups.meta->'enrichment'`, created with the row when ingestion has not written it.
+
+    Args:
+        store: a PostgresStore (started and closed by this sink).
+    """
+
+    name = "postgres"
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    async def start(self) -> None:
+        await self.store.start()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def write_batch(self, albums: Sequence[Album]) -> int:
+        latest = latest_versions(albums)
+        await self.store.upsert_enrichments([dict(a) for a in latest])
+        return len(latest)
+
+
+class QdrantSink:
+    """One point per post of `telegram_posts`, embedded from caption, description and OCR text.
+
+    Args:
+        index: a QdrantIndex (started and closed by this sink).
+    """
+
+    name = "qdrant"
+
+    def __init__(self, index: Any) -> None:
+        self.index = index
+
+    async def start(self) -> None:
+        await self.index.start()
+
+    async def close(self) -> None:
+        await self.index.close()
+
+    async def write_batch(self, albums: Sequence[Album]) -> int:
+        return int(await self.index.upsert_albums(latest_versions(albums)))
+
+
+class Neo4jSink:
+    """The album graph: Channel-HAS_ALBUM->Album-CONTAINS->Post, Album-TAGGED->Tag.
+
+    Args:
+        graph: a Neo4jGraph (started and closed by this sink).
+    """
+
+    name = "neo4j"
+
+    def __init__(self, graph: Any) -> None:
+        self.graph = graph
+
+    async def start(self) -> None:
+        await self.graph.start()
+
+    async def close(self) -> None:
+        await self.graph.close()
+
+    async def write_batch(self, albums: Sequence[Album]) -> int:
+        return int(await self.graph.create_album_node_and_relationships(latest_versions(albums)))

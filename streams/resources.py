@@ -1,0 +1,260 @@
+"""The Resources service: owns every storage client the sink agents write through.
+
+Started and stopped with the app. Clients connect lazily, on a sink's first write: a store that
+is down when the worker starts is a retriable write failure like any other (backoff, then the
+albums are parked), never a worker that cannot start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mode import Service
+
+from storage.errors import StorageError
+from storage.sinks import BatchOutcome, RetryPolicy, Sink, write_with_retries
+from streams.settings import SINK_NAMES, Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Resources", "SinkState", "build_sinks"]
+
+
+class SinkStartError(StorageError):
+    """A sink's client could not connect; retried like a failed write."""
+
+    retriable = True
+
+
+@dataclass(slots=True)
+class SinkState:
+    """What /health/detailed shows for one sink."""
+
+    name: str
+    enabled: bool
+    reason: str = ""
+    connected: bool = False
+    retrying: bool = False
+    albums_written: int = 0
+    albums_changed: int = 0
+    albums_parked: int = 0
+    batches: int = 0
+    retries: int = 0
+    last_batch_size: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_success_at: float | None = None
+    recent_failures: list[float] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if not self.enabled:
+            return "disabled"
+        if self.retrying:
+            return "retrying"
+        if self.last_error_at and (self.last_success_at or 0) < self.last_error_at:
+            return "failing"
+        return "ok" if self.connected else "idle"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "reason": self.reason or None,
+            "connected": self.connected,
+            "albums_written": self.albums_written,
+            "albums_changed": self.albums_changed,
+            "albums_parked": self.albums_parked,
+            "batches": self.batches,
+            "retries": self.retries,
+            "last_batch_size": self.last_batch_size,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "last_success_at": self.last_success_at,
+        }
+
+
+def build_sinks(settings: Settings) -> tuple[dict[str, Sink], dict[str, str]]:
+    """The sinks SINKS asks for whose server is configured; and why each other one is off."""
+    sinks: dict[str, Sink] = {}
+    off: dict[str, str] = {}
+    wanted = settings.sink_names
+    for name in SINK_NAMES:
+        if name not in wanted:
+            off[name] = "not in SINKS"
+    if "s3" in wanted:
+        if not settings.s3_endpoint_url:
+            off["s3"] = "S3_ENDPOINT_URL is empty"
+        else:
+            from storage.s3 import S3Storage
+            from storage.sinks import S3Sink
+
+            sinks["s3"] = S3Sink(
+                S3Storage(
+                    settings.s3_endpoint_url,
+                    settings.s3_bucket,
+                    settings.s3_access_key,
+                    settings.s3_secret_key.get(),
+                    settings.s3_region,
+                )
+            )
+    if "postgres" in wanted:
+        if not settings.database_url.get():
+            off["postgres"] = "DATABASE_URL is empty"
+        else:
+            from storage.postgres.store import PostgresStore
+            from storage.sinks import PostgresSink
+
+            sinks["postgres"] = PostgresSink(PostgresStore(settings.database_url.get()))
+    if "qdrant" in wanted:
+        from storage.embeddings import Embedder
+        from storage.qdrant import QdrantIndex
+        from storage.sinks import QdrantSink
+
+        sinks["qdrant"] = QdrantSink(
+            QdrantIndex(
+                url=settings.qdrant_url,
+                api_key=settings.qdrant_api_key.get(),
+                path=settings.qdrant_path,
+                embedder=Embedder(),
+            )
+        )
+    if "neo4j" in wanted:
+        if not settings.neo4j_uri:
+            off["neo4j"] = "NEO4J_URI is empty"
+        else:
+            from storage.neo4j import Neo4jGraph
+            from storage.sinks import Neo4jSink
+
+            sinks["neo4j"] = Neo4jSink(
+                Neo4jGraph(settings.neo4j_uri, settings.neo4j_user, settings.neo4j_password.get())
+            )
+    return sinks, off
+
+
+class _Connected:
+    """A sink that connects on first use and again after a failed connect."""
+
+    def __init__(self, sink: Sink, state: SinkState) -> None:
+        self.sink = sink
+        self.name = sink.name
+        self.state = state
+        self._started = False
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self._started:
+                return
+            try:
+                await self.sink.start()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                try:
+                    await self.sink.close()  # drop what a half-done start opened
+                except Exception:
+                    log.debug("close after failed start of %s", self.name, exc_info=True)
+                if isinstance(exc, StorageError) and not exc.retriable:
+                    raise
+                raise SinkStartError(f"{self.name}: cannot connect: {exc}") from exc
+            self._started = True
+            self.state.connected = True
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._started:
+                self._started = False
+                self.state.connected = False
+                await self.sink.close()
+
+    async def write_batch(self, albums: Sequence[Mapping[str, Any]]) -> int:
+        await self.start()
+        return await self.sink.write_batch(albums)
+
+
+class Resources(Service):
+    """Every storage client of the worker, behind the sinks' retrying `write`.
+
+    Args:
+        settings: batch size, retry policy and the endpoints of the stores.
+        sinks: sinks to use instead of the ones `settings` describes (tests hand in their own).
+    """
+
+    def __init__(
+        self, settings: Settings, sinks: Mapping[str, Sink] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.policy = RetryPolicy(
+            retries=settings.sink_retries,
+            base=settings.sink_backoff_seconds,
+            cap=settings.sink_backoff_max_seconds,
+        )
+        if sinks is None:
+            built, off = build_sinks(settings)
+        else:
+            built, off = dict(sinks), {}
+        self.states: dict[str, SinkState] = {
+            name: SinkState(name, enabled=False, reason=why) for name, why in off.items()
+        }
+        self._sinks: dict[str, _Connected] = {}
+        for name, sink in built.items():
+            state = self.states[name] = SinkState(name, enabled=True)
+            self._sinks[name] = _Connected(sink, state)
+
+    @property
+    def enabled(self) -> list[str]:
+        return list(self._sinks)
+
+    async def on_stop(self) -> None:
+        for sink in self._sinks.values():
+            try:
+                await sink.close()
+            except Exception:
+                log.exception("closing sink %s", sink.name)
+
+    async def write(self, name: str, albums: Sequence[Mapping[str, Any]]) -> BatchOutcome:
+        """Write a batch to one sink with retries; the returned outcome lists parked albums."""
+        sink = self._sinks[name]
+        state = self.states[name]
+
+        def on_retry(exc: BaseException, attempt: int, wait: float) -> None:
+            state.retrying = True
+            state.retries += 1
+            state.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            state.last_error_at = time.time()
+            log.warning(
+                "sink %s: %s; retry %d/%d in %.1fs",
+                name,
+                state.last_error,
+                attempt,
+                self.policy.retries,
+                wait,
+            )
+
+        try:
+            outcome = await write_with_retries(sink, albums, self.policy, on_retry=on_retry)
+        finally:
+            state.retrying = False
+        state.batches += 1
+        state.last_batch_size = len(albums)
+        state.albums_written += len(outcome.written)
+        state.albums_changed += outcome.changed
+        state.albums_parked += len(outcome.parked)
+        if outcome.written:
+            state.last_success_at = time.time()
+        if outcome.parked:
+            exc = outcome.parked[-1][1]
+            state.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            state.last_error_at = time.time()
+        return outcome
+
+    def health(self) -> dict[str, Any]:
+        order = [n for n in SINK_NAMES if n in self.states]
+        order += [n for n in self.states if n not in SINK_NAMES]
+        return {name: self.states[name].to_dict() for name in order}

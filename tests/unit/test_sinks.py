@@ -1,0 +1,189 @@
+"""The sinks' shared policy: latest version per album, backoff, retries, isolation, parking."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from storage.errors import StorageError
+from storage.sinks import RetryPolicy, latest_versions, write_with_retries
+from streams.resources import Resources
+from streams.settings import Settings
+
+
+class Down(StorageError):
+    retriable = True
+
+
+class Refused(StorageError):
+    retriable = False
+
+
+def album(album_id: int, version: int = 1, **extra: Any) -> dict[str, Any]:
+    return {"album_id": album_id, "version": version, **extra}
+
+
+class FakeSink:
+    """Fails the first `failures` writes with `error`; albums in `poison` always fail."""
+
+    name = "fake"
+
+    def __init__(
+        self, failures: int = 0, error: type[StorageError] = Down, poison: set[int] | None = None
+    ) -> None:
+        self.failures = failures
+        self.error = error
+        self.poison = poison or set()
+        self.calls: list[list[int]] = []
+        self.stored: dict[int, int] = {}
+        self.starts = 0
+        self.start_failures = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        if self.start_failures:
+            self.start_failures -= 1
+            raise OSError("connection refused")
+
+    async def close(self) -> None:
+        pass
+
+    async def write_batch(self, albums: Sequence[Mapping[str, Any]]) -> int:
+        self.calls.append([int(a["album_id"]) for a in albums])
+        if self.failures:
+            self.failures -= 1
+            raise self.error("store unavailable")
+        if any(int(a["album_id"]) in self.poison for a in albums):
+            raise Refused("constraint violated")
+        changed = 0
+        for a in latest_versions(albums):
+            if self.stored.get(int(a["album_id"]), 0) < int(a["version"]):
+                self.stored[int(a["album_id"])] = int(a["version"])
+                changed += 1
+        return changed
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def test_latest_versions_keeps_the_highest_per_album_in_first_seen_order() -> None:
+    batch = [album(1, 1), album(2, 3), album(1, 2), album(2, 1), album(3, 1)]
+    assert [(a["album_id"], a["version"]) for a in latest_versions(batch)] == [
+        (1, 2),
+        (2, 3),
+        (3, 1),
+    ]
+
+
+def test_backoff_doubles_with_jitter_between_half_and_all_and_is_capped() -> None:
+    policy = RetryPolicy(retries=5, base=1.0, cap=10.0)
+    assert [policy.delay(n, lambda: 0.0) for n in range(6)] == [0.5, 1, 2, 4, 5, 5]
+    assert [policy.delay(n, lambda: 1.0) for n in range(6)] == [1, 2, 4, 8, 10, 10]
+
+
+async def test_a_retriable_failure_is_retried_then_written() -> None:
+    sink, clock = FakeSink(failures=3), Clock()
+    retries: list[int] = []
+    out = await write_with_retries(
+        sink,
+        [album(1), album(2)],
+        RetryPolicy(retries=5, base=1.0),
+        sleep=clock.sleep,
+        rand=lambda: 1.0,
+        on_retry=lambda exc, n, wait: retries.append(n),
+    )
+    assert [a["album_id"] for a in out.written] == [1, 2]
+    assert out.parked == []
+    assert out.retries == 3
+    assert out.changed == 2
+    assert clock.waits == [1.0, 2.0, 4.0]
+    assert retries == [1, 2, 3]
+    assert sink.stored == {1: 1, 2: 1}
+
+
+async def test_five_retries_then_every_album_of_the_batch_is_parked() -> None:
+    sink, clock = FakeSink(failures=100), Clock()
+    out = await write_with_retries(
+        sink, [album(1), album(2)], RetryPolicy(retries=5), sleep=clock.sleep
+    )
+    assert out.written == []
+    assert [(a["album_id"], type(e).__name__, n) for a, e, n in out.parked] == [
+        (1, "Down", 6),
+        (2, "Down", 6),
+    ]
+    assert len(sink.calls) == 6
+    assert len(clock.waits) == 5
+
+
+async def test_a_bad_album_is_isolated_and_parked_alone_without_retries() -> None:
+    sink, clock = FakeSink(poison={2}), Clock()
+    out = await write_with_retries(
+        sink, [album(1), album(2), album(3)], RetryPolicy(), sleep=clock.sleep
+    )
+    assert [a["album_id"] for a in out.written] == [1, 3]
+    assert [(a["album_id"], type(e).__name__) for a, e, _ in out.parked] == [(2, "Refused")]
+    assert clock.waits == []
+    assert sink.stored == {1: 1, 3: 1}
+
+
+async def test_an_unexpected_exception_does_not_escape_and_parks() -> None:
+    class Broken(FakeSink):
+        async def write_batch(self, albums: Sequence[Mapping[str, Any]]) -> int:
+            raise KeyError("tenant_id")
+
+    out = await write_with_retries(Broken(), [album(1)], RetryPolicy(), sleep=Clock().sleep)
+    assert [(a["album_id"], type(e).__name__, n) for a, e, n in out.parked] == [(1, "KeyError", 1)]
+
+
+async def test_resources_connect_lazily_and_retry_a_failed_connect() -> None:
+    settings = Settings.from_env({"SINK_BACKOFF_SECONDS": "0", "SINK_RETRIES": "3"})
+    sink = FakeSink()
+    sink.start_failures = 2
+    resources = Resources(settings, sinks={"fake": sink})
+    assert sink.starts == 0
+    assert resources.health()["fake"]["status"] == "idle"
+    out = await resources.write("fake", [album(7, 2)])
+    assert [a["album_id"] for a in out.written] == [7]
+    assert sink.starts == 3
+    state = resources.health()["fake"]
+    assert state["status"] == "ok"
+    assert state["retries"] == 2
+    assert state["albums_written"] == 1
+    assert state["connected"] is True
+
+
+async def test_resources_report_a_parked_batch_as_failing() -> None:
+    settings = Settings.from_env({"SINK_BACKOFF_SECONDS": "0", "SINK_RETRIES": "1"})
+    resources = Resources(settings, sinks={"fake": FakeSink(failures=10)})
+    out = await resources.write("fake", [album(1), album(2)])
+    assert len(out.parked) == 2
+    state = resources.health()["fake"]
+    assert state["status"] == "failing"
+    assert state["albums_parked"] == 2
+    assert "store unavailable" in state["last_error"]
+
+
+def test_sinks_not_asked_for_or_without_endpoint_are_reported_disabled_with_reason() -> None:
+    settings = Settings.from_env({"SINKS": "postgres", "DATABASE_URL": ""})
+    health = Resources(settings).health()
+    assert health["postgres"]["status"] == "disabled"
+    assert health["postgres"]["reason"] == "DATABASE_URL is empty"
+    assert {n: h["reason"] for n, h in health.items() if n != "postgres"} == {
+        "s3": "not in SINKS",
+        "qdrant": "not in SINKS",
+        "neo4j": "not in SINKS",
+    }
+
+
+def test_unknown_sink_names_are_refused() -> None:
+    from streams.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="unknown"):
+        Settings.from_env({"SINKS": "s3,elastic"})
