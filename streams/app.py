@@ -6,8 +6,12 @@ from typing import Any
 
 import faust
 
-from streams.faust_consumer import SafeTransport
+from streams.faust_consumer import SafeConsumer, SafeTransport
 from streams.settings import settings
+
+# Only album.assembled can have offsets without records (the exactly-once relay's transaction
+# markers); every other topic the agents read is dense, and commits on it may not skip.
+SafeConsumer.sparse_topics = {f"{settings.topic_prefix}album.assembled"}
 
 
 class App(faust.App):

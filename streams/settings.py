@@ -141,7 +141,7 @@ class Settings:
         "SINK_RETRIES", 5, doc="retries of a failed sink write before its albums are parked"
     )
     sink_backoff_seconds: float = _env(
-        "SINK_BACKOFF_SECONDS", 1.0, doc="first retry delay; doubles per retry, with jitter"
+        "SINK_BACKOFF_SECONDS", 2.0, doc="first retry delay; doubles per retry, with jitter"
     )
     sink_backoff_max_seconds: float = _env(
         "SINK_BACKOFF_MAX_SECONDS", 30.0, doc="cap of one retry delay"
