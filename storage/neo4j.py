@@ -223,7 +223,14 @@ class Neo4jGraph:
     async def start(self) -> None:
         """Connect, check with `RETURN 1` and ensure the uniqueness constraints."""
         try:
-            self._driver = AsyncGraphDatabase.driver(self.uri, auth=self._auth)
+            self._driver = AsyncGraphDatabase.driver(
+                self.uri,
+                auth=self._auth,
+                # the driver retries briefly (deadlocks, leader changes); outages are left to
+                # the sink's backoff, which reports them in /health/detailed
+                max_transaction_retry_time=5.0,
+                connection_timeout=5.0,
+            )
             # auto-commit on purpose: a dead server fails now, not after the retry budget
             async with self._session() as session:
                 result = await session.run("RETURN 1 AS ok")
