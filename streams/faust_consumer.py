@@ -39,21 +39,32 @@ class SafeConsumer(aiokafka_driver.Consumer):
     #: Topics that may have offsets without a record (written in transactions or compacted);
     #: every other topic this consumer reads is dense. Set by the app before the worker starts.
     sparse_topics: ClassVar[set[str]] = set()
+    #: Commit checks a partition may stay held at the same offset before it is fetched again.
+    held_checks_before_refetch: ClassVar[int] = 3
     redelivered: ClassVar[int] = 0
     gaps_refused: ClassVar[int] = 0
+    refetches: ClassVar[int] = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held: dict[Any, tuple[int, int]] = {}
 
     def _dense(self, tp: Any) -> bool:
         return tp.topic not in self.sparse_topics
 
+    def _refetch(self, tp: Any, offset: int, why: str) -> None:
+        """Seek back so records the fetch loop skipped are delivered (again); dropping stays
+        limited to records known to be done, so this costs at most some re-deliveries."""
+        SafeConsumer.refetches += 1
+        log.warning("%s: fetching again from offset %d: %s", tp, offset, why)
+        task = asyncio.ensure_future(self.seek(tp, offset))
+        task.add_done_callback(_log_seek_failure)
+
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         if self._dense(tp):
             SafeConsumer.gaps_refused += 1
-            log.warning(
-                "%s: offsets %d..%d were not handed over in order; not counting them as done "
-                "(the topic has no gaps)",
-                tp,
-                offset_from,
-                offset_to - 1,
+            self._refetch(
+                tp, offset_from, f"offsets {offset_from}..{offset_to - 1} were skipped by the fetch"
             )
             return
         await super()._add_gap(tp, offset_from, offset_to)
@@ -63,7 +74,18 @@ class SafeConsumer(aiokafka_driver.Consumer):
             acked = self._acked.get(tp)
             committed = self._committed_offset.get(tp)
             if acked and committed is not None and min(acked) != committed:
-                return None  # the record at the committed offset is not done yet
+                # The record at the committed offset is not done while later ones are: with
+                # one agent per topic that means it never arrived. Hold the commit; if that
+                # lasts, fetch the partition again from there.
+                offset, checks = self._held.get(tp, (committed, 0))
+                checks = checks + 1 if offset == committed else 1
+                self._held[tp] = (committed, checks)
+                if checks % self.held_checks_before_refetch == 0:
+                    self._refetch(
+                        tp, committed, f"commit held at {committed}, acked from {min(acked)}"
+                    )
+                return None
+            self._held.pop(tp, None)
         return super()._new_offset(tp)
 
     def _already_done(self, tp: Any, offset: int) -> bool:
@@ -138,6 +160,11 @@ class SafeConsumer(aiokafka_driver.Consumer):
             raise
         finally:
             unset_flag(flag_consumer_fetching)
+
+
+def _log_seek_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("seek for a re-fetch failed: %r", task.exception())
 
 
 class SafeTransport(aiokafka_driver.Transport):
