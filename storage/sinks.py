@@ -156,6 +156,12 @@ class S3Sink:
         done = await asyncio.gather(*(self._put(a) for a in latest_versions(albums)))
         return sum(done)
 
+    async def lookup(self, album_id: int, tenant_id: str) -> Any:
+        from storage.s3 import album_summary_key
+
+        key = album_summary_key(tenant_id, album_id)
+        return {"key": key, "document": await self.storage.get_json(key)}
+
 
 class PostgresSink:
     """`media_groups.meta->'enrichment'`, created with the row when ingestion has not written it.
@@ -180,6 +186,9 @@ class PostgresSink:
         await self.store.upsert_enrichments([dict(a) for a in latest])
         return len(latest)
 
+    async def lookup(self, album_id: int, tenant_id: str) -> Any:
+        return {"media_groups.meta": await self.store.enrichment(album_id)}
+
 
 class QdrantSink:
     """One point per post of `telegram_posts`, embedded from caption, description and OCR text.
@@ -202,6 +211,10 @@ class QdrantSink:
     async def write_batch(self, albums: Sequence[Album]) -> int:
         return int(await self.index.upsert_albums(latest_versions(albums)))
 
+    async def lookup(self, album_id: int, tenant_id: str) -> Any:
+        points = await self.index.album_points(tenant_id, album_id)
+        return {"points": [{**p, "payload": {**p["payload"], "text": None}} for p in points]}
+
 
 class Neo4jSink:
     """The album graph: Channel-HAS_ALBUM->Album-CONTAINS->Post, Album-TAGGED->Tag.
@@ -223,3 +236,9 @@ class Neo4jSink:
 
     async def write_batch(self, albums: Sequence[Album]) -> int:
         return int(await self.graph.create_album_node_and_relationships(latest_versions(albums)))
+
+    async def lookup(self, album_id: int, tenant_id: str) -> Any:
+        return {
+            "album": await self.graph.get_album(album_id),
+            "posts": await self.graph.get_album_posts(album_id, ordered=True),
+        }

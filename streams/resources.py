@@ -254,6 +254,20 @@ class Resources(Service):
             state.last_error_at = time.time()
         return outcome
 
+    async def lookup(self, album_id: int, tenant_id: str) -> dict[str, Any]:
+        """What each enabled sink's store holds for one album (for the /stores view)."""
+        out: dict[str, Any] = {}
+        for name, sink in self._sinks.items():
+            find = getattr(sink.sink, "lookup", None)
+            if find is None:
+                continue
+            try:
+                await sink.start()
+                out[name] = await find(album_id, tenant_id)
+            except Exception as exc:
+                out[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        return out
+
     def health(self) -> dict[str, Any]:
         order = [n for n in SINK_NAMES if n in self.states]
         order += [n for n in self.states if n not in SINK_NAMES]

@@ -128,3 +128,17 @@ class Metrics(View):
     async def get(self, request: Request) -> Response:
         # aiohttp refuses a charset inside content_type=, so the header is set whole.
         return self.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@app.page("/stores/{album_id}/")
+class AlbumInStores(View):
+    """An album as every enabled sink's store holds it: `?tenant_id=` (default acme)."""
+
+    async def get(self, request: Request, album_id: str) -> Response:
+        tenant_id = request.query.get("tenant_id", "acme")
+        try:
+            key = int(album_id)
+        except ValueError:
+            return self.json({"error": "album_id must be an integer"}, status=400)
+        found = await resources.lookup(key, tenant_id)
+        return self.json({"album_id": key, "tenant_id": tenant_id, "stores": found})

@@ -37,10 +37,14 @@ worker_info() {
     detailed health  curl http://127.0.0.1:${WEB_PORT}/health/detailed
     metrics          curl http://127.0.0.1:${WEB_PORT}/metrics
     table views      curl http://127.0.0.1:${WEB_PORT}/table/   (e.g. /table/album_state/1/)
+    album 1 in S3, Postgres, Qdrant and Neo4j
+                     curl http://127.0.0.1:${WEB_PORT}/stores/1/?tenant_id=acme
+    sink status      curl -s http://127.0.0.1:${WEB_PORT}/health/detailed | python3 -m json.tool
     assembled albums .venv/bin/python -m streams tail --topic album.assembled --n 3
     dead letters     .venv/bin/python -m streams tail --topic albums.dlq --n 3
     replay the DLQ   .venv/bin/python -m streams dlq-replay --dry-run
     more albums      .venv/bin/python -m streams generate-albums --albums 100 --first-album-id 1000
+    Qdrant filtering .venv/bin/python docs/examples/qdrant_album_filtering_example.py
     Prometheus       http://127.0.0.1:${PROMETHEUS_PORT}
     worker log       make worker-logs      (file: ${LOG_DIR}/worker.log)
     servers          make stack-status
