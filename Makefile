@@ -9,7 +9,7 @@ STACK := bash compose/local/stack.sh
 WORKER := bash compose/local/worker.sh
 PYTEST_ARGS ?=
 
-.PHONY: help run stop test test-unit test-integration lint format typecheck stack-up stack-down \
+.PHONY: help run stop test test-unit test-integration lint format typecheck bench-sinks stack-up stack-down \
         stack-status worker-up worker-down worker-logs venv clean bench migrate
 
 help: ## List the targets
@@ -68,6 +68,11 @@ worker-down: ## Stop the worker
 
 bench: venv stack-up ## Assembler throughput for both guarantees (prints medians)
 	$(PY) scripts/bench_assembler.py --albums 3000 --runs 3
+
+bench-sinks: venv stack-up migrate ## End-to-end albums/s with all four sinks, and embedding speed
+	$(PY) scripts/bench_assembler.py --albums 2000 --runs 3 --guarantee at_least_once \
+		--sinks s3,postgres,qdrant,neo4j
+	$(PY) scripts/bench_embeddings.py
 
 worker-logs: ## Follow the worker's log
 	@tail -n 100 -f .stack/logs/worker.log
