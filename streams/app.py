@@ -26,6 +26,11 @@ settings.data_dir.mkdir(parents=True, exist_ok=True)
 
 app = App(
     settings.app_id,
+    # Faust reads its settings from unprefixed environment variables too, and some of ours
+    # share its names: PROCESSING_GUARANTEE=exactly_once silently switched Faust's own
+    # transactions on (and the environment wins over the arguments below). Faust's own knobs
+    # stay reachable as FAUST_<NAME>; everything of ours comes from streams.settings.
+    env_prefix="FAUST_",
     broker=settings.broker_urls,
     # The store must be set on the app: a per-table `store=` is silently ignored by Faust.
     store="rocksdb://",

@@ -33,6 +33,16 @@ log = logging.getLogger(__name__)
 __all__ = ["SafeConsumer", "SafeTransport"]
 
 
+class ReadCommittedThread(aiokafka_driver.AIOKafkaConsumerThread):
+    """Reads read_committed although Faust runs at-least-once: album.assembled may come from
+    the exactly-once relay's transactions, and the sinks must not see aborted records."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._isolation_level = "read_committed"  # read by AIOKafkaConsumer.start()
+        return consumer
+
+
 class SafeConsumer(aiokafka_driver.Consumer):
     """The aiokafka driver's consumer with the fixes described above."""
 
@@ -48,6 +58,9 @@ class SafeConsumer(aiokafka_driver.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._held: dict[Any, tuple[int, int]] = {}
+
+    def _new_consumer_thread(self) -> Any:
+        return ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
 
     def _dense(self, tp: Any) -> bool:
         return tp.topic not in self.sparse_topics
@@ -73,6 +86,11 @@ class SafeConsumer(aiokafka_driver.Consumer):
         if self._dense(tp):
             acked = self._acked.get(tp)
             committed = self._committed_offset.get(tp)
+            if acked and committed is not None and min(acked) < committed:
+                # acknowledgements of records committed meanwhile (re-deliveries): drop them
+                stale = [o for o in acked if o < committed]
+                acked[:] = [o for o in acked if o >= committed]
+                self._acked_index[tp].difference_update(stale)
             if acked and committed is not None and min(acked) != committed:
                 # The record at the committed offset is not done while later ones are: with
                 # one agent per topic that means it never arrived. Hold the commit; if that

@@ -82,3 +82,11 @@ def test_only_acknowledged_or_committed_records_count_as_done(consumer: Probe) -
     assert consumer._already_done(DENSE, 105)
     assert not consumer._already_done(DENSE, 100)
     assert not consumer._already_done(DENSE, 104)
+
+
+def test_acknowledgements_below_the_committed_offset_are_dropped(consumer: Probe) -> None:
+    consumer._committed_offset[DENSE] = 100
+    ack(consumer, DENSE, 90, 95, 100, 101)  # 90 and 95: re-deliveries of committed records
+    assert consumer._new_offset(DENSE) == 102
+    assert consumer.seeks == []
+    assert 90 not in consumer._acked_index[DENSE]
