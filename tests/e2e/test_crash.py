@@ -2,7 +2,10 @@
 
 With exactly_once (the transactional relay of agents/relay.py), a read_committed consumer of
 album.assembled sees no event_id twice; with at_least_once, duplicates may appear (same
-event_id, so consumers can drop them) and the test prints how many.
+event_id, so consumers can drop them) and the test prints how many. The sinks run too
+(Postgres, S3, Neo4j; embedded Qdrant lives in the data dir the test deletes): each album ends
+up in each store exactly once. Afterwards the group's commits reach the end of the internal
+topics: no record was left behind unprocessed.
 """
 
 from __future__ import annotations
@@ -10,37 +13,123 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from neo4j import AsyncGraphDatabase
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from storage.s3 import S3Storage
 from streams.generator import GeneratorConfig, generate
+from streams.settings import Settings
 from tests.e2e.pipeline import Pipeline, consume_until
+from tests.e2e.sinks_support import sink_env
 
 ALBUMS = int(os.environ.get("CRASH_TEST_ALBUMS", "2000"))
 KILLS = 3
 
 
+async def commit_lag(servers: list[str], group: str, topics: set[str]) -> dict[str, int]:
+    """Records of these topics after the group's committed offset, per partition."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers)
+    await consumer.start()
+    try:
+        tps = [tp for tp in committed if tp.topic in topics]
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    return {f"{tp.topic}[{tp.partition}]": ends[tp] - committed[tp].offset for tp in tps}
+
+
+async def stored(settings: Settings, tenant: str, ids: list[int]) -> dict[str, int]:
+    """Albums of `ids` in each store; a duplicate fails."""
+    engine = create_async_engine(settings.database_url.get())
+    try:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT id, meta->'enrichment'->>'version' FROM media_groups "
+                        "WHERE id = ANY(:ids)"
+                    ),
+                    {"ids": ids},
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert {r[1] for r in rows} <= {"1"}
+    async with S3Storage(
+        settings.s3_endpoint_url,
+        settings.s3_bucket,
+        settings.s3_access_key,
+        settings.s3_secret_key.get(),
+        settings.s3_region,
+    ) as s3:
+        keys = await s3.list_keys(f"album/{tenant}/")
+    driver = AsyncGraphDatabase.driver(
+        settings.neo4j_uri, auth=(settings.neo4j_user, settings.neo4j_password.get())
+    )
+    try:
+        async with driver.session() as session:
+            result = await session.run(
+                "MATCH (a:Album {tenant_id: $t}) RETURN count(a) AS n, "
+                "count(DISTINCT a.album_id) AS d, collect(DISTINCT a.version) AS v",
+                t=tenant,
+            )
+            row = await result.single()
+    finally:
+        await driver.close()
+    assert row is not None
+    assert row["n"] == row["d"]
+    assert set(row["v"]) <= {1}
+    return {"postgres": len(rows), "s3": len(set(keys)), "neo4j": int(row["n"])}
+
+
+async def poll(check: Callable[[], Awaitable[bool]], within: float) -> bool:
+    deadline = time.monotonic() + within
+    while True:
+        if await check():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(2)
+
+
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known defect, open in issue 3: after SIGKILL/restart, Faust agents now and then skip a "
-        "few records of their input while the group offset moves past them (2 of 2,000-3,000 "
-        "albums in 1 of 5 runs since the router left Faust; before that 2-12 in 4 of 6); the "
-        "test still runs, and reports XPASS when nothing was lost"
-    ),
-)
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
-async def test_sigkill_during_run_loses_nothing(pipeline: Pipeline, guarantee: str) -> None:
+async def test_sigkill_during_run_loses_nothing(
+    pipeline: Pipeline, guarantee: str, base_settings: Settings, unique: str
+) -> None:
+    tenant = f"c{unique}"
     gen = generate(
         GeneratorConfig(
-            albums=ALBUMS, seed=21, shuffle=True, duplicate_share=0.05, album_id_share=0.5
+            albums=ALBUMS,
+            seed=21,
+            shuffle=True,
+            duplicate_share=0.05,
+            album_id_share=0.5,
+            tenants=(tenant,),
+            first_album_id=4 * 10**9 + int(unique[:6], 16) * 10_000,
         )
     )
-    env = {"PROCESSING_GUARANTEE": guarantee, "CONSUMER_SESSION_TIMEOUT_SECONDS": "6"}
+    env = {
+        "PROCESSING_GUARANTEE": guarantee,
+        "CONSUMER_SESSION_TIMEOUT_SECONDS": "6",
+        **sink_env(base_settings, SINKS="postgres,s3,neo4j"),
+    }
     worker = pipeline.start_worker("w0", **env)
     worker.wait_healthy()
     rate = len(gen.records) / 20  # the run lasts ~20 s: kills land in the middle of it
@@ -77,3 +166,24 @@ async def test_sigkill_during_run_loses_nothing(pipeline: Pipeline, guarantee: s
         assert dup == 0
     for o in out:
         assert o["items_analyzed"] == o["items_count"]
+
+    # every album in every store, once
+    ids = sorted(gen.albums)
+    counts: dict[str, int] = {}
+
+    async def all_stored() -> bool:
+        counts.update(await stored(base_settings, tenant, ids))
+        return set(counts.values()) == {ALBUMS}
+
+    await poll(all_stored, 180)
+    assert counts == dict.fromkeys(("postgres", "s3", "neo4j"), ALBUMS)
+
+    # nothing left behind: the commits catch up with the internal topics (ticks keep coming)
+    internal = {f"{pipeline.env()['APP_ID']}-{t}" for t in ("album-events", "post-events")}
+    lag: dict[str, int] = {}
+
+    async def caught_up() -> bool:
+        lag.update(await commit_lag(pipeline.servers, pipeline.env()["APP_ID"], internal))
+        return bool(lag) and max(lag.values()) <= 20
+
+    assert await poll(caught_up, 60), f"commits stay behind: {lag}"
