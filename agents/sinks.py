@@ -1,9 +1,9 @@
 """Sink agents: album.assembled (and the sink's retry topic) → S3, Postgres, Qdrant, Neo4j.
 
-One agent per enabled sink, each with its own buffer, so a store that is down delays only its
-own agent (for the length of its retries) while the others go on. Batches come from
-`stream.take_events`; their offsets are acknowledged once every album of the batch is written
-or parked in albums.dlq (stage `sink.<name>`), never before.
+One agent per enabled sink, each with its own buffer, so a store that is down delays its own
+agent (for the length of its retries) while the others go on until that buffer fills. Batches
+come from `stream.noack_take`; their offsets are acknowledged once every album of the batch is
+written or parked in albums.dlq (stage `sink.<name>`), never before.
 """
 
 from __future__ import annotations
@@ -105,16 +105,15 @@ def _sink_agent(name: str) -> Any:
     )
 
     async def sink(stream: StreamT[bytes]) -> None:
-        # take_events: like take, but with the events (their source offsets go to the DLQ)
-        async for events in stream.take_events(  # type: ignore[attr-defined]
+        # noack_take: the batch is acknowledged here, after every album of it is written or
+        # parked. (take/take_events acknowledge in a `finally`, so a worker stopped during a
+        # retry would commit albums that were never written.)
+        async for events in stream.noack_take(  # type: ignore[attr-defined]
             settings.sink_batch_size, within=settings.sink_batch_seconds
         ):
-            try:
-                await write_events(name, events)
-            except Exception:
-                # unreachable by design (writes park, parking retries); take_events acknowledges
-                # the batch whatever happens, so at least say loudly what was lost
-                log.critical("sink %s: batch of %d not handled", name, len(events), exc_info=True)
+            await write_events(name, events)
+            for event in events:
+                await stream.ack(event)
 
     sink.__doc__ = f"album.assembled → the {name} sink (batched, retried, parked on failure)."
     return app.agent(channel, name=f"sink-{name}", concurrency=1)(sink)

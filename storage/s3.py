@@ -24,12 +24,14 @@ RETRIABLE_CODES = frozenset(
 
 VERSION_META = "album-version"
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+PRECONDITION_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
 
 
 class S3Error(StorageError):
     """An S3 request failed; `retriable` says whether trying again may help."""
 
     not_found: bool = False
+    precondition_failed: bool = False
 
 
 def album_summary_key(tenant_id: str, album_id: int) -> str:
@@ -106,6 +108,11 @@ class S3Storage:
             err = S3Error(f"S3 {op} failed: {code}: {exc}")
             err.retriable = code in RETRIABLE_CODES
             err.not_found = code in NOT_FOUND_CODES
+            err.precondition_failed = code in (
+                "PreconditionFailed",
+                "412",
+                "ConditionalRequestConflict",
+            )
             raise err from exc
         except (BotoCoreError, OSError) as exc:
             err = S3Error(f"S3 {op} failed: {exc!r}")
@@ -119,10 +126,16 @@ class S3Storage:
         *,
         compress: bool = True,
         metadata: dict[str, str] | None = None,
+        condition: dict[str, str] | None = None,
     ) -> int:
-        """Store `document` as JSON (gzip with Content-Encoding when `compress`); returns bytes."""
+        """Store `document` as JSON (gzip with Content-Encoding when `compress`); returns bytes.
+
+        `condition`: `{"IfMatch": etag}` or `{"IfNoneMatch": "*"}` for a conditional write
+        (S3Error.precondition_failed when the object changed meanwhile).
+        """
         body = orjson.dumps(document)
         extra: dict[str, Any] = {"Metadata": metadata} if metadata else {}
+        extra.update(condition or {})
         if compress:
             body = gzip.compress(body, mtime=0)  # mtime 0: same document, same bytes
             extra["ContentEncoding"] = "gzip"
@@ -136,8 +149,7 @@ class S3Storage:
         )
         return len(body)
 
-    async def stored_version(self, key: str) -> int | None:
-        """The `album-version` metadata of the object at `key`; None when there is no object."""
+    async def _stored(self, key: str) -> tuple[int, str] | None:
         try:
             resp = await self._call("head_object", Bucket=self.bucket, Key=key)
         except S3Error as exc:
@@ -146,24 +158,42 @@ class S3Storage:
             raise
         raw = (resp.get("Metadata") or {}).get(VERSION_META)
         try:
-            return int(raw) if raw is not None else 0
+            version = int(raw) if raw is not None else 0
         except ValueError:
-            return 0
+            version = 0
+        return version, str(resp.get("ETag", ""))
+
+    async def stored_version(self, key: str) -> int | None:
+        """The `album-version` metadata of the object at `key`; None when there is no object."""
+        stored = await self._stored(key)
+        return None if stored is None else stored[0]
 
     async def put_album_summary(self, event: Mapping[str, Any]) -> bool:
         """Store an album.assembled event at its summary key unless a newer version is there.
 
         Returns False when the stored version is the same or higher (nothing written), so a
-        replay or an older version never overwrites. One writer per album (the sink agent that
-        owns the album's partition) makes the check-then-put safe.
+        replay or an older version never overwrites. The put is conditional on what was read
+        (If-Match on its ETag, If-None-Match when there was nothing), so two writers racing
+        (a worker still retrying after its partitions moved) cannot put an older version last.
         """
         key = album_summary_key(str(event["tenant_id"]), int(event["album_id"]))
         version = int(event["version"])
-        stored = await self.stored_version(key)
-        if stored is not None and stored >= version:
-            return False
-        await self.put_json(key, dict(event), metadata={VERSION_META: str(version)})
-        return True
+        for _ in range(5):
+            stored = await self._stored(key)
+            if stored is not None and stored[0] >= version:
+                return False
+            condition = {"IfNoneMatch": "*"} if stored is None else {"IfMatch": stored[1]}
+            try:
+                await self.put_json(
+                    key, dict(event), metadata={VERSION_META: str(version)}, condition=condition
+                )
+                return True
+            except S3Error as exc:
+                if not exc.precondition_failed:
+                    raise
+        err = S3Error(f"S3 {key}: changed by another writer at every attempt")
+        err.retriable = True
+        raise err
 
     async def get_json(self, key: str) -> Any:
         """The JSON document at `key` (decompressed when stored with gzip), or None."""

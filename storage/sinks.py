@@ -78,11 +78,17 @@ class BatchOutcome:
     changed: int = 0
     retries: int = 0
 
-    def merge(self, other: BatchOutcome) -> None:
-        self.written += other.written
-        self.parked += other.parked
-        self.changed += other.changed
-        self.retries += other.retries
+
+#: Errors that come from an album's data rather than from the store.
+DATA_ERRORS = (ValueError, TypeError, KeyError, LookupError)
+
+
+def _retriable(exc: BaseException) -> bool:
+    if isinstance(exc, StorageError):
+        return exc.retriable
+    # an unwrapped driver error (a timeout, a reset connection) is worth another try; an error
+    # in the album's data is not
+    return not isinstance(exc, DATA_ERRORS)
 
 
 async def write_with_retries(
@@ -93,14 +99,16 @@ async def write_with_retries(
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     rand: Callable[[], float] = random.random,
     on_retry: Callable[[BaseException, int, float], None] | None = None,
+    retries_used: int = 0,
 ) -> BatchOutcome:
     """Write a batch; retry retriable errors with backoff; isolate and park what cannot be written.
 
-    A retriable error (the store is down, a timeout) is retried `policy.retries` times, then the
-    whole batch is parked. Any other error is a property of some album, not of the store: the
-    batch is split and each album tried alone, so one bad album does not park its neighbours.
+    A retriable error (the store is down, a timeout) is retried until `policy.retries` retries
+    are used, then the whole batch is parked. Any other error is a property of some album, not
+    of the store: the batch is split and each album tried alone (sharing what is left of the
+    retry budget), so one bad album does not park its neighbours.
     """
-    attempt = 0
+    attempt = retries_used
     while True:
         try:
             changed = await sink.write_batch(albums)
@@ -108,7 +116,7 @@ async def write_with_retries(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            retriable = isinstance(exc, StorageError) and exc.retriable
+            retriable = _retriable(exc)
             if retriable and attempt < policy.retries:
                 wait = policy.delay(attempt, rand)
                 if on_retry is not None:
@@ -119,11 +127,19 @@ async def write_with_retries(
             if not retriable and len(albums) > 1:
                 outcome = BatchOutcome(retries=attempt)
                 for album in albums:
-                    outcome.merge(
-                        await write_with_retries(
-                            sink, [album], policy, sleep=sleep, rand=rand, on_retry=on_retry
-                        )
+                    one = await write_with_retries(
+                        sink,
+                        [album],
+                        policy,
+                        sleep=sleep,
+                        rand=rand,
+                        on_retry=on_retry,
+                        retries_used=outcome.retries,
                     )
+                    outcome.written += one.written
+                    outcome.parked += one.parked
+                    outcome.changed += one.changed
+                    outcome.retries = one.retries
                 return outcome
             return BatchOutcome(parked=[(a, exc, attempt + 1) for a in albums], retries=attempt)
 

@@ -53,3 +53,11 @@ app = App(
     origin="streams",
     autodiscover=["streams.views", "streams.commands", "tables", "agents"],
 )
+
+# The consumer fixes of streams/faust_consumer.py assume our internal topics carry no Faust
+# transactions; PROCESSING_GUARANTEE=exactly_once is the relay's job (agents/relay.py).
+if str(app.conf.processing_guarantee.value) != "at_least_once":
+    raise RuntimeError(
+        "FAUST_PROCESSING_GUARANTEE must stay at_least_once: set PROCESSING_GUARANTEE for "
+        "exactly-once publication of album.assembled"
+    )

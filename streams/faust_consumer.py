@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, ClassVar, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -55,9 +56,15 @@ class SafeConsumer(aiokafka_driver.Consumer):
     gaps_refused: ClassVar[int] = 0
     refetches: ClassVar[int] = 0
 
+    #: Seconds before a re-fetch of the same partition from the same offset may be asked again.
+    refetch_quiet_seconds: ClassVar[float] = 10.0
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._held: dict[Any, tuple[int, int]] = {}
+        self._refetching: dict[Any, tuple[int, float]] = {}
+        #: first offset still in the log when retention deleted records nobody processed
+        self._floor: dict[Any, int] = {}
 
     def _new_consumer_thread(self) -> Any:
         return ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
@@ -67,11 +74,43 @@ class SafeConsumer(aiokafka_driver.Consumer):
 
     def _refetch(self, tp: Any, offset: int, why: str) -> None:
         """Seek back so records the fetch loop skipped are delivered (again); dropping stays
-        limited to records known to be done, so this costs at most some re-deliveries."""
+        limited to records known to be done, so this costs at most some re-deliveries.
+
+        One request per partition at a time: records of a batch fetched before the seek still
+        arrive after it and look like gaps; they must not move the target past the record we
+        are after.
+        """
+        committed = self._committed_offset.get(tp)
+        target = offset if committed is None else min(offset, committed)
+        now = time.monotonic()
+        pending = self._refetching.get(tp)
+        if (
+            pending is not None
+            and pending[0] <= target
+            and now - pending[1] < self.refetch_quiet_seconds
+        ):
+            return
+        self._refetching[tp] = (target, now)
         SafeConsumer.refetches += 1
-        log.warning("%s: fetching again from offset %d: %s", tp, offset, why)
-        task = asyncio.ensure_future(self.seek(tp, offset))
+        log.warning("%s: fetching again from offset %d: %s", tp, target, why)
+        task = asyncio.ensure_future(self._seek_back(tp, target))
         task.add_done_callback(_log_seek_failure)
+
+    async def _seek_back(self, tp: Any, target: int) -> None:
+        thread = cast(Any, self)._thread
+        earliest = (await thread.earliest_offsets(tp)).get(tp)
+        if earliest is not None and earliest > target:
+            # retention deleted them before anyone processed them: nothing to fetch any more
+            log.error(
+                "%s: offsets %d..%d were deleted from the log before being processed",
+                tp,
+                target,
+                earliest - 1,
+            )
+            self._floor[tp] = earliest
+            return
+        # through the consumer's own thread: aiokafka is not thread-safe
+        await thread.seek_wait({tp: target})
 
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         if self._dense(tp):
@@ -83,28 +122,40 @@ class SafeConsumer(aiokafka_driver.Consumer):
         await super()._add_gap(tp, offset_from, offset_to)
 
     def _new_offset(self, tp: Any) -> int | None:
-        if self._dense(tp):
-            acked = self._acked.get(tp)
-            committed = self._committed_offset.get(tp)
-            if acked and committed is not None and min(acked) < committed:
-                # acknowledgements of records committed meanwhile (re-deliveries): drop them
-                stale = [o for o in acked if o < committed]
-                acked[:] = [o for o in acked if o >= committed]
-                self._acked_index[tp].difference_update(stale)
-            if acked and committed is not None and min(acked) != committed:
-                # The record at the committed offset is not done while later ones are: with
-                # one agent per topic that means it never arrived. Hold the commit; if that
-                # lasts, fetch the partition again from there.
-                offset, checks = self._held.get(tp, (committed, 0))
-                checks = checks + 1 if offset == committed else 1
-                self._held[tp] = (committed, checks)
-                if checks % self.held_checks_before_refetch == 0:
-                    self._refetch(
-                        tp, committed, f"commit held at {committed}, acked from {min(acked)}"
-                    )
-                return None
-            self._held.pop(tp, None)
-        return super()._new_offset(tp)
+        committed = self._committed_offset.get(tp)
+        if not self._dense(tp) or committed is None:
+            # sparse topic, or no commit known yet for this partition: Faust's own rule
+            return super()._new_offset(tp)
+        acked = self._acked[tp]
+        start = max(committed, self._floor.get(tp, committed))
+        if acked and min(acked) < start:
+            # acknowledgements of records committed meanwhile (re-deliveries): drop them
+            self._acked_index[tp].difference_update(o for o in acked if o < start)
+            acked[:] = [o for o in acked if o >= start]
+        if not acked:
+            return start if start > committed else None
+        acked.sort()
+        if acked[0] != start:
+            # The record at the committed offset is not done while later ones are: with one
+            # agent per topic that means it never arrived. Hold the commit; if that lasts,
+            # fetch the partition again from there.
+            offset, checks = self._held.get(tp, (start, 0))
+            checks = checks + 1 if offset == start else 1
+            self._held[tp] = (start, checks)
+            if checks % self.held_checks_before_refetch == 0:
+                self._refetch(tp, start, f"commit held at {start}, acked from {acked[0]}")
+            return start if start > committed else None
+        end = start
+        for offset in acked:
+            if offset != end:
+                break
+            end += 1
+        done = acked[: end - start]
+        del acked[: end - start]
+        self._acked_index[tp].difference_update(done)
+        self._held.pop(tp, None)
+        self._refetching.pop(tp, None)
+        return end
 
     def _already_done(self, tp: Any, offset: int) -> bool:
         committed = self._committed_offset.get(tp)

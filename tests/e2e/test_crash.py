@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from neo4j import AsyncGraphDatabase
 from sqlalchemy import text
@@ -47,11 +47,17 @@ async def commit_lag(servers: list[str], group: str, topics: set[str]) -> dict[s
     consumer = AIOKafkaConsumer(bootstrap_servers=servers)
     await consumer.start()
     try:
-        tps = [tp for tp in committed if tp.topic in topics]
+        # every partition, not only those with a commit: one never committed counts in full
+        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
         ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
     finally:
         await consumer.stop()
-    return {f"{tp.topic}[{tp.partition}]": ends[tp] - committed[tp].offset for tp in tps}
+    return {
+        f"{tp.topic}[{tp.partition}]": ends[tp]
+        - (committed[tp].offset if tp in committed else starts[tp])
+        for tp in tps
+    }
 
 
 async def stored(settings: Settings, tenant: str, ids: list[int]) -> dict[str, int]:

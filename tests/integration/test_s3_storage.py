@@ -59,3 +59,36 @@ async def test_a_missing_bucket_is_a_clear_error(s3_settings: Settings) -> None:
     with pytest.raises(S3Error, match="head_bucket"):
         await store.start()
     await store.close()
+
+
+async def test_album_summary_keeps_the_highest_version(storage: S3Storage) -> None:
+    v1 = {"album_id": 7, "tenant_id": "acme", "version": 1, "status": "partial"}
+    v2 = {**v1, "version": 2, "status": "complete"}
+    key = album_summary_key("acme", 7)
+    async with storage:
+        assert await storage.put_album_summary(v1) is True
+        assert await storage.put_album_summary(v1) is False  # same version: nothing written
+        assert await storage.put_album_summary(v2) is True
+        assert await storage.put_album_summary(v1) is False  # older after newer: ignored
+        assert await storage.get_json(key) == v2
+        assert await storage.stored_version(key) == 2
+
+
+async def test_album_summary_put_is_conditional_on_what_was_read(storage: S3Storage) -> None:
+    """A writer that read version 1 cannot overwrite a version 3 written meanwhile."""
+    v1 = {"album_id": 8, "tenant_id": "acme", "version": 1, "status": "partial"}
+    key = album_summary_key("acme", 8)
+    async with storage:
+        await storage.put_album_summary(v1)
+        stale = await storage._stored(key)
+        assert stale is not None
+        await storage.put_album_summary({**v1, "version": 3})
+        with pytest.raises(S3Error) as err:
+            await storage.put_json(key, {**v1, "version": 2}, condition={"IfMatch": stale[1]})
+        assert err.value.precondition_failed
+        with pytest.raises(S3Error) as err:
+            await storage.put_json(key, {**v1, "version": 2}, condition={"IfNoneMatch": "*"})
+        assert err.value.precondition_failed
+        assert await storage.stored_version(key) == 3
+        # the racing writer, going through put_album_summary, reads again and backs off
+        assert await storage.put_album_summary({**v1, "version": 2}) is False

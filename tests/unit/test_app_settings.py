@@ -21,3 +21,15 @@ def test_processing_guarantee_in_the_environment_does_not_switch_fausts_transact
         check=True,
     )
     assert out.stdout.split() == ["at_least_once", "exactly_once"]
+
+
+def test_fausts_own_exactly_once_is_refused() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", "import streams.app"],
+        env={"FAUST_PROCESSING_GUARANTEE": "exactly_once", "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode != 0
+    assert "FAUST_PROCESSING_GUARANTEE must stay at_least_once" in out.stderr

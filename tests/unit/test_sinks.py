@@ -133,13 +133,48 @@ async def test_a_bad_album_is_isolated_and_parked_alone_without_retries() -> Non
     assert sink.stored == {1: 1, 3: 1}
 
 
-async def test_an_unexpected_exception_does_not_escape_and_parks() -> None:
+async def test_a_data_error_does_not_escape_and_parks_at_once() -> None:
     class Broken(FakeSink):
         async def write_batch(self, albums: Sequence[Mapping[str, Any]]) -> int:
             raise KeyError("tenant_id")
 
-    out = await write_with_retries(Broken(), [album(1)], RetryPolicy(), sleep=Clock().sleep)
+    clock = Clock()
+    out = await write_with_retries(Broken(), [album(1)], RetryPolicy(), sleep=clock.sleep)
     assert [(a["album_id"], type(e).__name__, n) for a, e, n in out.parked] == [(1, "KeyError", 1)]
+    assert clock.waits == []
+
+
+async def test_an_unwrapped_driver_error_is_retried() -> None:
+    class Flaky(FakeSink):
+        async def write_batch(self, albums: Sequence[Mapping[str, Any]]) -> int:
+            if not self.calls:
+                self.calls.append([])
+                raise TimeoutError("read timed out")
+            return await super().write_batch(albums)
+
+    clock = Clock()
+    out = await write_with_retries(Flaky(), [album(1)], RetryPolicy(), sleep=clock.sleep)
+    assert [a["album_id"] for a in out.written] == [1]
+    assert len(clock.waits) == 1
+
+
+async def test_albums_of_a_split_batch_share_one_retry_budget() -> None:
+    class BadThenDown(FakeSink):
+        """Album 2 is refused; once split, the store goes down for good."""
+
+        async def write_batch(self, albums: Sequence[Mapping[str, Any]]) -> int:
+            self.calls.append([int(a["album_id"]) for a in albums])
+            if len(albums) > 1:
+                raise Refused("constraint violated")
+            raise Down("gone")
+
+    clock = Clock()
+    sink = BadThenDown()
+    out = await write_with_retries(
+        sink, [album(i) for i in range(1, 11)], RetryPolicy(retries=5), sleep=clock.sleep
+    )
+    assert len(out.parked) == 10
+    assert len(clock.waits) == 5  # not 5 per album
 
 
 async def test_resources_connect_lazily_and_retry_a_failed_connect() -> None:
