@@ -47,6 +47,10 @@ async def commit_lag(servers: list[str], group: str, topics: set[str]) -> dict[s
     consumer = AIOKafkaConsumer(bootstrap_servers=servers)
     await consumer.start()
     try:
+        # partitions_for_topic only knows topics whose metadata the client has asked for
+        for t in topics:
+            consumer._client.add_topic(t)
+        await consumer._client.force_metadata_update()
         # every partition, not only those with a commit: one never committed counts in full
         tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
         ends = await consumer.end_offsets(tps)
