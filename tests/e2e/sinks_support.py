@@ -7,6 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
 from storage.embeddings import Embedder
 from storage.neo4j import Neo4jGraph
 from storage.postgres.store import PostgresStore
@@ -49,6 +52,35 @@ async def wait_sinks_handled(
     raise AssertionError(f"sinks did not handle {records} records in {within}s: {counts}")
 
 
+def s3_storage(settings: Settings) -> S3Storage:
+    return S3Storage(
+        settings.s3_endpoint_url,
+        settings.s3_bucket,
+        settings.s3_access_key,
+        settings.s3_secret_key.get(),
+        settings.s3_region,
+    )
+
+
+async def enrichment_versions(settings: Settings, ids: list[int]) -> dict[int, str | None]:
+    """album_id → version of its Postgres enrichment, for the albums that have a row."""
+    engine = create_async_engine(settings.database_url.get())
+    try:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT id, meta->'enrichment'->>'version' FROM media_groups "
+                        "WHERE id = ANY(:ids)"
+                    ),
+                    {"ids": ids},
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    return {int(r[0]): r[1] for r in rows}  # id is the primary key: one row per album
+
+
 def qdrant_path(pipeline: Pipeline, worker: str = "w1") -> Path:
     return pipeline.tmp / f"data-{worker}" / "qdrant"
 
@@ -58,13 +90,7 @@ async def snapshot(
 ) -> dict[str, Any]:
     """What every store holds for these albums (Qdrant read from the stopped worker's dir)."""
     out: dict[str, Any] = {"s3": {}, "postgres": {}, "neo4j": {}, "qdrant": {}}
-    async with S3Storage(
-        settings.s3_endpoint_url,
-        settings.s3_bucket,
-        settings.s3_access_key,
-        settings.s3_secret_key.get(),
-        settings.s3_region,
-    ) as s3:
+    async with s3_storage(settings) as s3:
         for album_id, e in events.items():
             key = album_summary_key(e["tenant_id"], album_id)
             out["s3"][album_id] = (await s3.get_json(key), await s3.stored_version(key))

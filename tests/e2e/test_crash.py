@@ -23,14 +23,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from neo4j import AsyncGraphDatabase
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from storage.s3 import S3Storage
 from streams.generator import GeneratorConfig, generate
 from streams.settings import Settings
 from tests.e2e.pipeline import Pipeline, consume_until
-from tests.e2e.sinks_support import sink_env
+from tests.e2e.sinks_support import enrichment_versions, s3_storage, sink_env
 
 ALBUMS = int(os.environ.get("CRASH_TEST_ALBUMS", "2000"))
 KILLS = 3
@@ -66,28 +63,9 @@ async def commit_lag(servers: list[str], group: str, topics: set[str]) -> dict[s
 
 async def stored(settings: Settings, tenant: str, ids: list[int]) -> dict[str, int]:
     """Albums of `ids` in each store; a duplicate fails."""
-    engine = create_async_engine(settings.database_url.get())
-    try:
-        async with engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    text(
-                        "SELECT id, meta->'enrichment'->>'version' FROM media_groups "
-                        "WHERE id = ANY(:ids)"
-                    ),
-                    {"ids": ids},
-                )
-            ).all()
-    finally:
-        await engine.dispose()
-    assert {r[1] for r in rows} <= {"1"}
-    async with S3Storage(
-        settings.s3_endpoint_url,
-        settings.s3_bucket,
-        settings.s3_access_key,
-        settings.s3_secret_key.get(),
-        settings.s3_region,
-    ) as s3:
+    versions = await enrichment_versions(settings, ids)
+    assert set(versions.values()) <= {"1"}
+    async with s3_storage(settings) as s3:
         keys = await s3.list_keys(f"album/{tenant}/")
     driver = AsyncGraphDatabase.driver(
         settings.neo4j_uri, auth=(settings.neo4j_user, settings.neo4j_password.get())
@@ -105,7 +83,7 @@ async def stored(settings: Settings, tenant: str, ids: list[int]) -> dict[str, i
     assert row is not None
     assert row["n"] == row["d"]
     assert set(row["v"]) <= {1}
-    return {"postgres": len(rows), "s3": len(set(keys)), "neo4j": int(row["n"])}
+    return {"postgres": len(versions), "s3": len(set(keys)), "neo4j": int(row["n"])}
 
 
 async def poll(check: Callable[[], Awaitable[bool]], within: float) -> bool:

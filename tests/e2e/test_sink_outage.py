@@ -10,16 +10,19 @@ import time
 from typing import Any
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from storage.neo4j import Neo4jGraph
-from storage.s3 import S3Storage
 from streams.dlq_replay import replay_dlq
 from streams.generator import GeneratorConfig, generate
 from streams.settings import Settings
 from tests.e2e.pipeline import Pipeline, consume_until, decoded
-from tests.e2e.sinks_support import sink_counts, sink_env, wait_sinks_handled
+from tests.e2e.sinks_support import (
+    enrichment_versions,
+    s3_storage,
+    sink_counts,
+    sink_env,
+    wait_sinks_handled,
+)
 from tests.workers import REPO_ROOT
 
 ALBUMS = 200
@@ -41,23 +44,9 @@ async def stored_once(settings: Settings, service: str, events: dict[int, dict[s
     """How many of these albums the store holds, failing on any duplicate."""
     ids = sorted(events)
     if service == "postgres":
-        engine = create_async_engine(settings.database_url.get())
-        try:
-            async with engine.connect() as conn:
-                rows = (
-                    await conn.execute(
-                        text(
-                            "SELECT id, meta->'enrichment'->>'version' FROM media_groups "
-                            "WHERE id = ANY(:ids)"
-                        ),
-                        {"ids": ids},
-                    )
-                ).all()
-        finally:
-            await engine.dispose()
-        assert len(rows) == len({r[0] for r in rows})
-        assert {r[1] for r in rows} <= {"1"}
-        return len(rows)
+        versions = await enrichment_versions(settings, ids)
+        assert set(versions.values()) <= {"1"}
+        return len(versions)
     if service == "neo4j":
         async with Neo4jGraph(
             settings.neo4j_uri, settings.neo4j_user, settings.neo4j_password.get()
@@ -72,13 +61,7 @@ async def stored_once(settings: Settings, service: str, events: dict[int, dict[s
                 assert [p["post_id"] for p in posts] == [i["post_id"] for i in e["items"]]
                 counts.append(album_id)
             return len(counts)
-    async with S3Storage(
-        settings.s3_endpoint_url,
-        settings.s3_bucket,
-        settings.s3_access_key,
-        settings.s3_secret_key.get(),
-        settings.s3_region,
-    ) as s3:
+    async with s3_storage(settings) as s3:
         tenant = next(iter(events.values()))["tenant_id"]
         keys = await s3.list_keys(f"album/{tenant}/")
         assert len(keys) == len(set(keys))
