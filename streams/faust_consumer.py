@@ -15,7 +15,14 @@ and restarted (seen in tests/e2e/test_crash.py; see README, "Delivery guarantees
    was never processed. Here it is dropped only when known to be done (acknowledged, or below
    the committed offset); otherwise it is delivered again, which the idempotent agents absorb.
 
-Both cases are logged, so they stay visible.
+3. Skips. After a restart some records of a partition never reached the agent at all (the
+   commit stayed at the first of them until the end of a crash test). A skipped record, or a
+   commit held at the same offset for a few commit intervals, makes this consumer fetch the
+   partition again from the committed offset (through the consumer's own thread, one target
+   per partition at a time).
+
+Every one of these events is logged as a warning, so they stay visible. This overrides
+faust-streaming 0.15.x internals (`_drain_messages` is a copy): re-check it on an upgrade.
 """
 
 from __future__ import annotations
