@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import httpx
 from pydantic import ValidationError
-from qdrant_client import AsyncQdrantClient, models
+from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from storage.embeddings import Embedder, post_text
@@ -150,12 +153,36 @@ def _payload(album: Mapping[str, Any], item: Mapping[str, Any], text: str) -> di
     }
 
 
+class _ThreadedClient:
+    """AsyncQdrantClient's interface over a synchronous client, one worker thread, in order."""
+
+    def __init__(self, client: QdrantClient) -> None:
+        self._client = client
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-local")
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        method = getattr(self._client, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, partial(method, *args, **kwargs))
+
+        return call
+
+    async def close(self) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._client.close)
+        finally:
+            self._executor.shutdown(wait=False)
+
+
 class QdrantIndex:
     """The `telegram_posts` collection: upserts of assembled albums and tenant-scoped search.
 
     Embedded (on-disk, in-process) when `url` is empty, a Qdrant server otherwise. Embedded
-    mode runs its work on the event loop, keeps one process per `path` and ignores payload
-    indexes: right for a single worker, tests and examples; use a server beyond that.
+    mode runs its synchronous engine on one thread of its own, keeps one process per `path`
+    and ignores payload indexes: right for a single worker, tests and examples; use a server
+    beyond that.
 
     Args:
         url: Qdrant server URL (`http://qdrant:6333`); "" for embedded mode.
@@ -192,7 +219,9 @@ class QdrantIndex:
 
     def _build_client(self) -> AsyncQdrantClient:
         if self.embedded:
-            return AsyncQdrantClient(path=str(self.path))
+            # the embedded engine is synchronous Python: run it on a thread of its own so that
+            # a sink's upsert does not stall every other agent of the worker
+            return cast(AsyncQdrantClient, _ThreadedClient(QdrantClient(path=str(self.path))))
         # check_compatibility would probe the server from a background thread at
         # construction and only warn; start() verifies the server answers instead
         return AsyncQdrantClient(
