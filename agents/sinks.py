@@ -27,7 +27,7 @@ from streams.metrics import (
 )
 from streams.resources import Resources
 from streams.settings import settings
-from streams.topics import ALBUM_ASSEMBLED, sink_retry_topic_name
+from streams.topics import sink_channel, sink_retry_topic_name
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +93,6 @@ async def _park(
 
 
 def _sink_agent(name: str) -> Any:
-    channel = app.topic(
-        ALBUM_ASSEMBLED,
-        sink_retry_topic_name(name),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.topic_partitions,
-        internal=True,
-    )
-
     async def sink(stream: StreamT[bytes]) -> None:
         # noack_take: the batch is acknowledged here, after every album of it is written or
         # parked. (take/take_events acknowledge in a `finally`, so a worker stopped during a
@@ -116,7 +105,7 @@ def _sink_agent(name: str) -> Any:
                 await stream.ack(event)
 
     sink.__doc__ = f"album.assembled → the {name} sink (batched, retried, parked on failure)."
-    return app.agent(channel, name=f"sink-{name}", concurrency=1)(sink)
+    return app.agent(sink_channel(name), name=f"sink-{name}", concurrency=1)(sink)
 
 
 sink_agents = {name: _sink_agent(name) for name in resources.enabled}

@@ -22,12 +22,12 @@ ALBUMS_DLQ = f"{settings.topic_prefix}albums.dlq"
 EXTERNAL_TOPICS = (ALBUMS_PARSED, VISION_ANALYZED, ALBUM_ASSEMBLED, ALBUMS_DLQ)
 
 
-def _external(name: str) -> TopicT:
+def _external(*names: str) -> TopicT:
     # `internal=True` only makes Faust create the topic (TOPIC_PARTITIONS partitions) when it is
     # missing: a consumer subscribed to a topic that does not exist yet would not see it until
     # its next metadata refresh (minutes). The name stays as the contract says.
     return app.topic(
-        name,
+        *names,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
@@ -85,3 +85,8 @@ post_events_topic = app.topic(
 def sink_retry_topic_name(sink: str) -> str:
     """Where `dlq-replay` sends an album a sink parked: only that sink reads it again."""
     return f"{settings.app_id}-sink-{sink}-retry"
+
+
+def sink_channel(sink: str) -> TopicT:
+    """What a sink agent reads, as raw bytes: album.assembled and its own retry topic."""
+    return _external(ALBUM_ASSEMBLED, sink_retry_topic_name(sink))
