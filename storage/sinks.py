@@ -144,7 +144,22 @@ async def write_with_retries(
             return BatchOutcome(parked=[(a, exc, attempt + 1) for a in albums], retries=attempt)
 
 
-class S3Sink:
+class _ClientSink:
+    """A sink over one storage client, which it starts and closes."""
+
+    name: str
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def start(self) -> None:
+        await self.client.start()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class S3Sink(_ClientSink):
     """The album.assembled document, gzip JSON at the album's summary key (DESIGN.md, Stores).
 
     Args:
@@ -155,18 +170,12 @@ class S3Sink:
     name = "s3"
 
     def __init__(self, storage: Any, concurrency: int = 16) -> None:
-        self.storage = storage
+        super().__init__(storage)
         self._sem = asyncio.Semaphore(concurrency)
-
-    async def start(self) -> None:
-        await self.storage.start()
-
-    async def close(self) -> None:
-        await self.storage.close()
 
     async def _put(self, album: Album) -> bool:
         async with self._sem:
-            return bool(await self.storage.put_album_summary(album))
+            return bool(await self.client.put_album_summary(album))
 
     async def write_batch(self, albums: Sequence[Album]) -> int:
         done = await asyncio.gather(*(self._put(a) for a in latest_versions(albums)))
@@ -176,10 +185,10 @@ class S3Sink:
         from storage.s3 import album_summary_key
 
         key = album_summary_key(tenant_id, album_id)
-        return {"key": key, "document": await self.storage.get_json(key)}
+        return {"key": key, "document": await self.client.get_json(key)}
 
 
-class PostgresSink:
+class PostgresSink(_ClientSink):
     """`media_groups.meta->'enrichment'`, created with the row when ingestion has not written it.
 
     Args:
@@ -188,25 +197,16 @@ class PostgresSink:
 
     name = "postgres"
 
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    async def start(self) -> None:
-        await self.store.start()
-
-    async def close(self) -> None:
-        await self.store.close()
-
     async def write_batch(self, albums: Sequence[Album]) -> int:
         latest = latest_versions(albums)
-        await self.store.upsert_enrichments([dict(a) for a in latest])
+        await self.client.upsert_enrichments([dict(a) for a in latest])
         return len(latest)
 
     async def lookup(self, album_id: int, tenant_id: str) -> Any:
-        return {"media_groups.meta": await self.store.enrichment(album_id)}
+        return {"media_groups.meta": await self.client.enrichment(album_id)}
 
 
-class QdrantSink:
+class QdrantSink(_ClientSink):
     """One point per post of `telegram_posts`, embedded from caption, description and OCR text.
 
     Args:
@@ -215,24 +215,15 @@ class QdrantSink:
 
     name = "qdrant"
 
-    def __init__(self, index: Any) -> None:
-        self.index = index
-
-    async def start(self) -> None:
-        await self.index.start()
-
-    async def close(self) -> None:
-        await self.index.close()
-
     async def write_batch(self, albums: Sequence[Album]) -> int:
-        return int(await self.index.upsert_albums(latest_versions(albums)))
+        return int(await self.client.upsert_albums(latest_versions(albums)))
 
     async def lookup(self, album_id: int, tenant_id: str) -> Any:
-        points = await self.index.album_points(tenant_id, album_id)
+        points = await self.client.album_points(tenant_id, album_id)
         return {"points": [{**p, "payload": {**p["payload"], "text": None}} for p in points]}
 
 
-class Neo4jSink:
+class Neo4jSink(_ClientSink):
     """The album graph: Channel-HAS_ALBUM->Album-CONTAINS->Post, Album-TAGGED->Tag.
 
     Args:
@@ -241,20 +232,11 @@ class Neo4jSink:
 
     name = "neo4j"
 
-    def __init__(self, graph: Any) -> None:
-        self.graph = graph
-
-    async def start(self) -> None:
-        await self.graph.start()
-
-    async def close(self) -> None:
-        await self.graph.close()
-
     async def write_batch(self, albums: Sequence[Album]) -> int:
-        return int(await self.graph.create_album_node_and_relationships(latest_versions(albums)))
+        return int(await self.client.create_album_node_and_relationships(latest_versions(albums)))
 
     async def lookup(self, album_id: int, tenant_id: str) -> Any:
         return {
-            "album": await self.graph.get_album(album_id),
-            "posts": await self.graph.get_album_posts(album_id, ordered=True),
+            "album": await self.client.get_album(album_id),
+            "posts": await self.client.get_album_posts(album_id, ordered=True),
         }
