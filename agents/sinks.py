@@ -23,7 +23,6 @@ from streams.metrics import (
     sink_albums_total,
     sink_batch_duration_seconds,
     sink_batch_size,
-    sink_retries_total,
 )
 from streams.resources import Resources
 from streams.settings import settings
@@ -51,12 +50,10 @@ async def write_events(name: str, events: Sequence[EventT[bytes]]) -> None:
         albums.append(album)
         origin[id(album)] = message
     started = time.monotonic()
-    retries_before = resources.states[name].retries
     if albums:
         outcome = await resources.write(name, albums)
         parked += [(origin[id(a)], err, n) for a, err, n in outcome.parked]
         sink_albums_total.labels(sink=name, outcome="written").inc(len(outcome.written))
-    sink_retries_total.labels(sink=name).inc(resources.states[name].retries - retries_before)
     sink_batch_duration_seconds.labels(sink=name).observe(time.monotonic() - started)
     sink_batch_size.labels(sink=name).observe(len(events))
     for source, error, attempts in parked:

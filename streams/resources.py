@@ -18,6 +18,7 @@ from mode import Service
 
 from storage.errors import StorageError
 from storage.sinks import BatchOutcome, RetryPolicy, Sink, write_with_retries
+from streams.metrics import sink_retries_total
 from streams.settings import SINK_NAMES, Settings
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,7 @@ class Resources(Service):
         def on_retry(exc: BaseException, attempt: int, wait: float) -> None:
             state.retrying = True
             state.retries += 1
+            sink_retries_total.labels(sink=name).inc()
             state.last_error = f"{type(exc).__name__}: {exc}"[:500]
             state.last_error_at = time.time()
             log.warning(
