@@ -1,5 +1,7 @@
-"""A plain idempotent producer whose sends are awaited: ticks and durable sends.
+"""Kafka clients outside Faust: the direct producer, and consumers of the aiokafka loops.
 
+The direct producer is a plain idempotent producer whose sends are awaited (ticks and durable
+sends).
 Faust writes a table's changelog at once but publishes an agent's sends only when the source
 offset is committed. A send that a table write records (a forward that empties a buffer, a
 dead letter of buffered events) must reach the broker before that write, or a crash in between
@@ -10,12 +12,13 @@ and every consumer of them is idempotent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from faust.types import TopicT
 from mode import Service
 
@@ -93,3 +96,30 @@ async def send_internal(
         await send_direct([(topic.get_topic_name(), orjson.dumps(key), orjson.dumps(value), None)])
     else:
         await topic.send(key=key, value=value)
+
+
+def group_consumer(group_id: str, **extra: Any) -> AIOKafkaConsumer:
+    """A consumer in `group_id` that commits by hand, from the earliest offset when new, and
+    leaves the group as quickly as Faust's consumer (the router and the relay use it)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=int(settings.consumer_session_timeout_seconds * 1000),
+        heartbeat_interval_ms=int(settings.consumer_session_timeout_seconds * 100),
+        metadata_max_age_ms=5000,
+        **extra,
+    )
+
+
+async def stop_loop(task: asyncio.Future[Any] | None, consumer: AIOKafkaConsumer | None) -> None:
+    """Cancel a consume loop, then stop its consumer; bounded, so a dead broker cannot hang
+    the worker's shutdown."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    if consumer is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(consumer.stop(), 10)

@@ -10,15 +10,14 @@ this loop a crash can only repeat a batch, and everything downstream is idempote
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from mode import Service
 
-from agents.direct import send_direct
+from agents.direct import group_consumer, send_direct, stop_loop
 from agents.dlq import note_dead_letter
 from schemas.dlq import dead_letter
 from schemas.validation import InvalidEvent, decode_album_parsed, decode_vision_analyzed
@@ -125,27 +124,13 @@ class Router(Service):
     routed = 0
 
     async def on_start(self) -> None:
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            group_id=GROUP,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(settings.consumer_session_timeout_seconds * 1000),
-            heartbeat_interval_ms=int(settings.consumer_session_timeout_seconds * 100),
-            metadata_max_age_ms=5000,
-        )
+        self.consumer = group_consumer(GROUP)
         await self.consumer.start()
         self.consumer.subscribe(list(ROUTES))
         self._task = asyncio.ensure_future(self._run())
 
     async def on_stop(self) -> None:
-        task = getattr(self, "_task", None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.consumer.stop(), 10)
+        await stop_loop(getattr(self, "_task", None), getattr(self, "consumer", None))
 
     async def _run(self) -> None:
         while not self.should_stop:

@@ -31,6 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from mode import Service
 
+from agents.direct import group_consumer, stop_loop
 from streams.app import app
 from streams.metrics import relay_published_total, relay_skipped_total
 from streams.settings import settings
@@ -72,30 +73,14 @@ class AssembledRelay(Service):
         if not settings.exactly_once:
             return
         await self._declare_topics()
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            group_id=GROUP,
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(settings.consumer_session_timeout_seconds * 1000),
-            heartbeat_interval_ms=int(settings.consumer_session_timeout_seconds * 100),
-            metadata_max_age_ms=5000,
-        )
+        self.consumer = group_consumer(GROUP, isolation_level="read_committed")
         await self.consumer.start()
         self.consumer.subscribe([OUTBOX], listener=_Rebalance(self))
         self._task = asyncio.ensure_future(self._run())
 
     async def on_stop(self) -> None:
-        task = getattr(self, "_task", None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
         # an open transaction is aborted by the broker (or fenced by the next owner)
-        with contextlib.suppress(Exception):
-            if self.consumer is not None:
-                await asyncio.wait_for(self.consumer.stop(), 10)
+        await stop_loop(getattr(self, "_task", None), self.consumer)
         for producer in self.producers.values():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.stop(), 10)
