@@ -65,6 +65,8 @@ class SafeConsumer(aiokafka_driver.Consumer):
 
     #: Seconds before a re-fetch of the same partition from the same offset may be asked again.
     refetch_quiet_seconds: ClassVar[float] = 10.0
+    #: At shutdown, how long to wait for events in flight before leaving them uncommitted.
+    shutdown_wait_seconds: ClassVar[float] = 10.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -169,6 +171,29 @@ class SafeConsumer(aiokafka_driver.Consumer):
         if committed is not None and offset < committed:
             return True
         return offset in self._acked_index.get(tp, ())
+
+    async def wait_empty(self) -> None:
+        """At a rebalance, wait for every event in flight (a table's writer must finish before
+        its partition moves). At shutdown, wait a bounded time: a sink in the middle of its
+        retries holds its batch unacknowledged, and Faust would wait for it forever. What is
+        still unacknowledged then is not committed and is processed again after the restart."""
+        if not self.app.should_stop:
+            await super().wait_empty()
+            return
+        # Faust's own loop swallows cancellation, so it cannot be bounded by wait_for
+        deadline = time.monotonic() + self.shutdown_wait_seconds
+        while self._unacked_messages and time.monotonic() < deadline:
+            await self.commit()
+            await asyncio.sleep(0.5)
+            self._clean_unacked_messages()
+        if self._unacked_messages:
+            log.warning(
+                "shutdown: %d events still unacknowledged after %.0fs; their offsets are not "
+                "committed, they will be processed again",
+                len(self._unacked_messages),
+                self.shutdown_wait_seconds,
+            )
+        await self.commit_and_end_transactions()
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust plumbing
         # A copy of faust.transport.consumer.Consumer._drain_messages (0.15.x); the only change

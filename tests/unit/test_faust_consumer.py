@@ -114,3 +114,32 @@ async def test_records_deleted_by_retention_before_processing_are_passed_over(
     await asyncio.sleep(0)
     assert consumer._floor[DENSE] == 150
     assert consumer._new_offset(DENSE) == 152
+
+
+async def test_shutdown_waits_a_bounded_time_for_unacknowledged_events(
+    consumer: Probe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Stopping:
+        should_stop = True
+
+    class Held:
+        acked = False  # a sink's batch, mid-retry: never acknowledged
+
+    commits: list[str] = []
+
+    async def commit(*args: Any, **kwargs: Any) -> bool:
+        commits.append("commit")
+        return True
+
+    async def end() -> None:
+        commits.append("end")
+
+    monkeypatch.setattr(SafeConsumer, "shutdown_wait_seconds", 0.2)
+    consumer.app = Stopping()  # type: ignore[assignment]
+    held = Held()
+    consumer._unacked_messages = {held}  # type: ignore[assignment]
+    consumer.commit = commit  # type: ignore[method-assign]
+    consumer.commit_and_end_transactions = end  # type: ignore[method-assign]
+    await asyncio.wait_for(consumer.wait_empty(), 5)
+    assert commits[-1] == "end"
+    assert held in consumer._unacked_messages  # left uncommitted, not acknowledged
