@@ -6,7 +6,7 @@ import gzip
 import re
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from aiobotocore.config import AioConfig
@@ -209,13 +209,25 @@ class S3Storage:
             raw = gzip.decompress(raw)
         return orjson.loads(raw)
 
-    async def put_media(self, sha256: str, data: bytes, content_type: str) -> str:
-        """Store media content-addressed under `media/{sha256}`; returns the key."""
+    async def put_media(self, sha256: str, data: bytes | IO[bytes], content_type: str) -> str:
+        """Store media content-addressed under `media/{sha256}`; returns the key.
+
+        `data` is bytes or a binary file positioned at its start (streamed, not read whole).
+        """
         key = media_key(sha256)
         await self._call(
             "put_object", Bucket=self.bucket, Key=key, Body=data, ContentType=content_type
         )
         return key
+
+    async def has_object(self, key: str) -> bool:
+        try:
+            await self._call("head_object", Bucket=self.bucket, Key=key)
+        except S3Error as exc:
+            if exc.not_found:
+                return False
+            raise
+        return True
 
     async def list_keys(self, prefix: str) -> list[str]:
         keys: list[str] = []

@@ -1,4 +1,4 @@
-"""CLI commands on the app: `python -m streams generate|dlq-replay|topics|describe|tail`."""
+"""CLI commands on the app: `python -m streams generate|dlq-replay|topics|describe|tail|ingest`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.cli import option
+from faust.cli.faust import cli
 
 from schemas.dlq import DlqRecord
 from schemas.validation import InvalidEvent
@@ -18,9 +19,13 @@ from storage.postgres import upgrade_async
 from streams.app import app
 from streams.dlq_replay import replay_dlq
 from streams.generator import GeneratorConfig, generate
+from streams.ingest import ingest
 from streams.kafka_io import produce
 from streams.settings import redact_url, settings
 from streams.topics import ALBUMS_DLQ
+
+# `python -m streams ingest ...`: a plain click group (ingestion does not run the Faust app)
+cli.add_command(ingest)
 
 
 def _out(line: str) -> None:

@@ -128,6 +128,33 @@ class Settings:
     telegram_session: Secret = _env(
         "TELEGRAM_SESSION", Secret(""), doc="Telethon string session (ingestion only)"
     )
+    telegram_channels: str = _env(
+        "TELEGRAM_CHANNELS", "", doc="channels of `ingest run`: usernames or ids, comma-separated"
+    )
+    ingest_tenant_id: str = _env(
+        "INGEST_TENANT_ID", "default", doc="tenant_id of what this ingest process emits"
+    )
+    ingest_max_media_bytes: int = _env(
+        "INGEST_MAX_MEDIA_BYTES",
+        52428800,
+        doc="larger media are not downloaded (the item is kept, meta.skipped = too_large)",
+    )
+    ingest_album_debounce_seconds: float = _env(
+        "INGEST_ALBUM_DEBOUNCE_SECONDS",
+        3.0,
+        doc="quiet time per (channel, grouped_id) before an album is fetched and stored",
+    )
+    ingest_download_concurrency: int = _env(
+        "INGEST_DOWNLOAD_CONCURRENCY", 4, doc="media downloads running at once per ingest process"
+    )
+    ingest_flood_sleep_threshold: int = _env(
+        "INGEST_FLOOD_SLEEP_THRESHOLD",
+        60,
+        doc="Telethon sleeps through FloodWait up to this many seconds; longer ones we wait out",
+    )
+    ingest_web_port: int = _env(
+        "INGEST_WEB_PORT", 6067, doc="web port of the ingest process: /health and /metrics"
+    )
     sinks: str = _env(
         "SINKS",
         "s3,postgres,qdrant,neo4j",
@@ -187,6 +214,16 @@ class Settings:
             raise SettingsError(f"SINKS: unknown {sorted(unknown)}; known: {list(SINK_NAMES)}")
         if self.sink_batch_size < 1 or self.sink_batch_seconds <= 0:
             raise SettingsError("SINK_BATCH_SIZE must be >= 1 and SINK_BATCH_SECONDS > 0")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.ingest_tenant_id):
+            raise SettingsError(
+                f"INGEST_TENANT_ID must match [A-Za-z0-9_-]{{1,64}}, got {self.ingest_tenant_id!r}"
+            )
+        if self.ingest_max_media_bytes < 0 or self.ingest_album_debounce_seconds < 0:
+            raise SettingsError("INGEST_MAX_MEDIA_BYTES and INGEST_ALBUM_DEBOUNCE_SECONDS >= 0")
+        if self.ingest_download_concurrency < 1:
+            raise SettingsError("INGEST_DOWNLOAD_CONCURRENCY must be >= 1")
+        if not 0 < self.ingest_web_port < 65536:
+            raise SettingsError(f"INGEST_WEB_PORT must be 1..65535, got {self.ingest_web_port}")
         if self.sink_retries < 0 or self.sink_backoff_seconds < 0:
             raise SettingsError("SINK_RETRIES and SINK_BACKOFF_SECONDS must be >= 0")
 
@@ -195,6 +232,11 @@ class Settings:
         """The sinks SINKS asks for, in SINK_NAMES order."""
         asked = {s.strip() for s in self.sinks.split(",") if s.strip()}
         return tuple(n for n in SINK_NAMES if n in asked) + tuple(sorted(asked - set(SINK_NAMES)))
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """TELEGRAM_CHANNELS as a tuple (usernames or ids, as given)."""
+        return tuple(c.strip() for c in self.telegram_channels.split(",") if c.strip())
 
     @property
     def broker_urls(self) -> list[str]:
