@@ -29,9 +29,15 @@ migrate: venv ## Apply the Postgres migrations to DATABASE_URL and to the test d
 	@$(PY) -m streams migrate
 	@DATABASE_URL=$$($(PY) -c 'from streams.settings import settings; u = settings.database_url.get(); print(u.rsplit("/", 1)[0] + "/albums_test")') $(PY) -m streams migrate
 
-run: venv stack-up migrate worker-up ## Start the stack and the worker, feed sample albums, show where to look
+SAMPLE_RECORDING ?= compose/local/sample_recording.jsonl
+
+run: venv stack-up migrate worker-up ## Start the stack and the worker, ingest the sample recording, feed sample albums, wait until they are stored, show where to look
+	@$(PY) -m streams ingest replay $(SAMPLE_RECORDING)
+	@$(PY) -m streams vision-stand-in
 	@$(PY) -m streams generate-albums --albums $(SAMPLE_ALBUMS) --duplicate-share 0.05 \
-		--missing-vision-share 0.03 --malformed-share 0.02 --not-in-album 3 --rate 2000
+		--missing-vision-share 0.03 --malformed-share 0.02 --not-in-album 3 --rate 2000 \
+		--expect-out .stack/run/sample-albums.json
+	@$(PY) -m streams await-albums --expect .stack/run/sample-albums.json
 	@$(WORKER) info
 
 stop: worker-down stack-down ## Stop the worker and the local stack

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -22,10 +23,20 @@ from streams.generator import GeneratorConfig, generate
 from streams.ingest import ingest
 from streams.kafka_io import produce
 from streams.settings import redact_url, settings
+from streams.showcase import await_albums as await_albums_in_stores
+from streams.showcase import ingested_albums, vision_for_ingested
 from streams.topics import ALBUMS_DLQ
 
 # `python -m streams ingest ...`: a plain click group (ingestion does not run the Faust app)
 cli.add_command(ingest)
+
+
+def _write_json(path: str, doc: Any) -> None:
+    Path(path).write_bytes(orjson.dumps(doc))
+
+
+def _read_json(path: str) -> Any:
+    return orjson.loads(Path(path).read_bytes())
 
 
 def _out(line: str) -> None:
@@ -46,6 +57,11 @@ def _out(line: str) -> None:
     option("--malformed-share", type=float, default=0.0, show_default=True),
     option("--not-in-album", type=int, default=0, show_default=True),
     option("--rate", type=float, default=0.0, help="records/s (0: as fast as possible)"),
+    option(
+        "--expect-out",
+        default=None,
+        help="write the album ids expected complete (and those missing vision) as JSON here",
+    ),
 )
 async def generate_albums(
     self: Any,
@@ -61,6 +77,7 @@ async def generate_albums(
     malformed_share: float,
     not_in_album: int,
     rate: float,
+    expect_out: str | None,
 ) -> None:
     """Produce synthetic albums and vision events to albums.parsed / posts.vision.analyzed."""
     cfg = GeneratorConfig(
@@ -80,6 +97,18 @@ async def generate_albums(
     sent = await produce(
         settings.bootstrap_servers, batch.records, rate=rate, topic_prefix=settings.topic_prefix
     )
+    if expect_out:
+        _write_json(
+            expect_out,
+            {
+                "complete": {
+                    str(a.album_id): a.tenant_id for a in batch.albums.values() if a.complete
+                },
+                "missing_vision": sorted(
+                    a.album_id for a in batch.albums.values() if not a.complete
+                ),
+            },
+        )
     kinds = Counter(r.kind for r in batch.records)
     _out(
         f"produced {sent} records for {albums} albums "
@@ -224,3 +253,59 @@ def _render(topic: str, partition: int, offset: int, key: bytes | None, value: b
         body = repr(value)
     k = key.decode("utf-8", "replace") if key is not None else None
     return f"{topic}[{partition}]@{offset} key={k} {body}"
+
+
+@app.command()
+async def vision_stand_in(self: Any) -> None:
+    """Vision events for every album ingestion stored (no vision service runs locally)."""
+    albums = await vision_for_ingested(
+        settings.bootstrap_servers,
+        settings.database_url.get(),
+        settings.ingest_tenant_id,
+        settings.topic_prefix,
+    )
+    posts = sum(len(a.posts) for a in albums)
+    _out(f"stand-in vision for {posts} posts of {len(albums)} ingested albums")
+
+
+@app.command(
+    option("--expect", default=None, help="JSON written by generate-albums --expect-out"),
+    option(
+        "--ingested/--no-ingested",
+        default=True,
+        show_default=True,
+        help="also wait for the albums ingestion stored (INGEST_TENANT_ID)",
+    ),
+    option("--wait-seconds", type=float, default=300.0, show_default=True),
+)
+async def await_albums(self: Any, expect: str | None, ingested: bool, wait_seconds: float) -> None:
+    """Wait (progress bar) until the expected albums are assembled and in every store."""
+    expected: dict[int, str] = {}
+    missing: list[int] = []
+    if expect:
+        doc = _read_json(expect)
+        expected.update({int(k): v for k, v in doc["complete"].items()})
+        missing = doc.get("missing_vision", [])
+    if ingested:
+        rows = await ingested_albums(settings.database_url.get(), settings.ingest_tenant_id)
+        expected.update({a.album_id: a.tenant_id for a in rows})
+    seen = await await_albums_in_stores(
+        settings.bootstrap_servers,
+        f"{settings.topic_prefix}album.assembled",
+        f"http://{settings.web_host}:{settings.web_port}",
+        expected,
+        wait_seconds=wait_seconds,
+        echo=_out,
+    )
+    _out(
+        f"{len(seen.assembled)} of {len(expected)} albums assembled complete, "
+        f"{len(seen.stored)} in every enabled store"
+    )
+    if missing:
+        _out(
+            f"{len(missing)} albums miss a vision event on purpose: they are emitted 'partial' "
+            f"{settings.album_deadline_seconds:g}s after they arrived (ALBUM_DEADLINE_SECONDS)"
+        )
+    if len(seen.stored) < len(expected):
+        late = sorted(set(expected) - seen.stored)[:5]
+        raise SystemExit(f"gave up after {wait_seconds:g}s; not stored yet: {late} ...")

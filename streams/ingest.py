@@ -165,9 +165,11 @@ async def runtime(cfg: Settings, *, web_port: int | None = None) -> AsyncIterato
         task = asyncio.create_task(publisher.run(), name="outbox-publisher")
 
         async def drain() -> None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            publisher.stop()
+            try:
+                await asyncio.wait_for(task, timeout=30)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
             try:
                 await asyncio.wait_for(publisher.publish_pending(), timeout=30)
             except Exception as exc:  # stays in the outbox; the next run sends it

@@ -440,6 +440,20 @@ class IngestStore:
             )
             return [int(r[0]) for r in rows]
 
+    async def stored_parts(
+        self, channel_id: int, grouped_id: int
+    ) -> dict[int, tuple[datetime | None, bool]]:
+        """message id → (edit date, deleted) of the parts stored for an album."""
+        async with self._tx("stored_parts") as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT message_id, meta->>'edit_date', meta ? 'deleted_at' FROM posts "
+                    "WHERE channel_id = :c AND grouped_id = :g"
+                ),
+                {"c": channel_id, "g": grouped_id},
+            )
+            return {int(r[0]): (_parse_ts(r[1]), bool(r[2])) for r in rows}
+
     async def _write_posts(self, conn: AsyncConnection, posts: Sequence[PostRow]) -> None:
         if not posts:
             return

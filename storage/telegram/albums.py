@@ -357,7 +357,7 @@ def build_album(
         grouped_id=grouped_id,
         items=tuple(items),
         posted_at=iso(min(dates)) if dates else None,
-        caption_text=next((c for c in captions if c), None),
+        caption_text=next((c for c in captions if c and c.strip()), None),
         cover_media_id=next((i.media_object_id for i in items if i.media_object_id), None),
         parsed_at=iso(parsed_at),
     )

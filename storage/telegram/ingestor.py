@@ -121,6 +121,8 @@ class Ingestor:
         # advisory lock there)
         self.channel_guard: Callable[[int], Awaitable[None]] = _no_guard
         self._last_clock = 0.0
+        # set while a recording is replayed (see _stale)
+        self.replaying = False
 
     # -- albums ------------------------------------------------------------------------------
 
@@ -152,6 +154,12 @@ class Ingestor:
         if not parts:
             deleted = known is not None and await self.store.delete_album(album_id, fingerprint)
             return self._count(DELETED if deleted else UNCHANGED)
+        if (
+            self.replaying
+            and known is not None
+            and await self._stale(channel_id, grouped_id, parts)
+        ):
+            return self._count(UNCHANGED)
         if known is not None and known.source_fingerprint == fingerprint and not known.deleted:
             if cursor is not None:
                 await self.store.save_cursor(channel_id, cursor)
@@ -177,6 +185,29 @@ class Ingestor:
         if outcome != UNCHANGED:
             self.on_committed()
         return self._count(outcome)
+
+    async def _stale(
+        self, channel_id: int, grouped_id: int, parts: Sequence[types.Message]
+    ) -> bool:
+        """Whether a replay's view of an album is older than what is stored.
+
+        A replay that runs again (a second replay, or a restart after a crash) passes through
+        the album's earlier states: its parts before a late part arrived, before an edit, before
+        a deletion. Telegram never goes back, so neither do we: a view with a part older than
+        its stored edit, a part stored as deleted, or without a stored part (not arrived yet in
+        the recording) is skipped.
+        """
+        stored = await self.store.stored_parts(channel_id, grouped_id)
+        seen = {m.id for m in parts}
+        for m in parts:
+            if m.id not in stored:
+                continue
+            edit_date, deleted = stored[m.id]
+            if deleted:
+                return True
+            if edit_date is not None and (m.edit_date is None or m.edit_date < edit_date):
+                return True
+        return any(not deleted and mid not in seen for mid, (_, deleted) in stored.items())
 
     async def _media_of(
         self, channel_id: int, parts: Sequence[types.Message]
@@ -350,6 +381,7 @@ class Ingestor:
         if not isinstance(self.source, RecordingSource):
             raise TypeError("replay needs a RecordingSource as the ingestor's source")
         source = self.source
+        self.replaying = True
         clock = float("-inf")
         lines = 0
         for line_no, raw in read_lines(path):

@@ -50,10 +50,16 @@ class OutboxPublisher:
         self.metrics = metrics
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
+        self._stopping = False
         self.published = 0
         self.last_error: str | None = None
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """End `run()` after the batch in hand (a cancelled batch would be sent again)."""
+        self._stopping = True
         self._wake.set()
 
     async def publish_pending(self) -> int:
@@ -74,9 +80,9 @@ class OutboxPublisher:
         return total
 
     async def run(self) -> None:
-        """Publish until cancelled; errors are logged and retried with a growing pause."""
+        """Publish until `stop()`; errors are logged and retried with a growing pause."""
         pause = self.poll_seconds
-        while True:
+        while not self._stopping:
             try:
                 await self.publish_pending()
                 self.metrics.outbox_backlog.set(await self.store.outbox_backlog())

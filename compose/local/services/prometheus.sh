@@ -29,6 +29,10 @@ scrape_configs:
     metrics_path: /metrics
     static_configs:
       - targets: ['127.0.0.1:${WEB_PORT}']
+  - job_name: ingest
+    metrics_path: /metrics
+    static_configs:
+      - targets: ['127.0.0.1:${INGEST_WEB_PORT}']
 CONF
   } >"$CONF"
   promtool check config "$CONF" >"$LOG_DIR/prometheus-check.log" 2>&1 \
