@@ -6,12 +6,6 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from storage.telegram.samples import (
-    document_message,
-    photo_message,
-    text_message,
-    video_message,
-)
 from telethon.extensions import BinaryReader
 from telethon.tl import types
 
@@ -32,6 +26,12 @@ from storage.telegram.albums import (
     source_fingerprint,
 )
 from storage.telegram.debounce import Debouncer, safe_cursor
+from storage.telegram.samples import (
+    document_message,
+    photo_message,
+    text_message,
+    video_message,
+)
 
 CHANNEL = -1001234567890
 T0 = datetime(2025, 1, 30, 10, 0, tzinfo=UTC)
