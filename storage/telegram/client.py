@@ -41,6 +41,8 @@ class TelethonSource:
         metrics: flood-wait seconds and reconnections are counted here.
         sleep, jitter: injected so tests can run the waits without waiting.
         max_attempts: tries of one request before SourceError.
+        page_wait_seconds: pause between history pages of a backfill (Telethon's own default
+            for long iterations, to stay clear of FloodWait).
     """
 
     def __init__(
@@ -51,12 +53,14 @@ class TelethonSource:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
         max_attempts: int = MAX_ATTEMPTS,
+        page_wait_seconds: float = 1.0,
     ) -> None:
         self.client = client
         self.metrics = metrics
         self._sleep = sleep
         self._jitter = jitter
         self.max_attempts = max_attempts
+        self.page_wait_seconds = page_wait_seconds
         self._peers: dict[int, Any] = {}
         self.flood_waits = 0
 
@@ -113,7 +117,11 @@ class TelethonSource:
         last = min_id
         for attempt in range(1, self.max_attempts + 1):
             try:
-                kwargs: dict[str, Any] = {"min_id": last, "reverse": True}
+                kwargs: dict[str, Any] = {
+                    "min_id": last,
+                    "reverse": True,
+                    "wait_time": self.page_wait_seconds,
+                }
                 if since is not None and last == min_id:
                     kwargs["offset_date"] = since
                 async for m in self.client.iter_messages(peer, **kwargs):

@@ -65,7 +65,7 @@ def input_channel_peer(channel_id: int) -> types.InputPeerChannel:
     return types.InputPeerChannel(channel_id=bare, access_hash=channel_access_hash(bare))
 
 
-def media_bytes(seed: int | bytes, size: int) -> bytes:
+def media_bytes(seed: int | str | bytes, size: int) -> bytes:
     """`size` deterministic pseudo-random bytes: the same (seed, size) gives the same content."""
     key = seed if isinstance(seed, bytes) else str(seed).encode()
     return hashlib.shake_256(b"media:" + key).digest(size)
@@ -277,4 +277,30 @@ def text_message(
         media=None,
         grouped_id=None,
         edit_date=edit_date,
+    )
+
+
+def png_bytes(seed: str | int, width: int = 64, height: int = 48) -> bytes:
+    """A small, valid PNG (a colour gradient picked by `seed`), so sample media are real images."""
+    import struct
+    import zlib
+
+    h = hashlib.sha256(str(seed).encode()).digest()
+    r0, g0, b0 = h[0], h[1], h[2]
+    rows = bytearray()
+    for y in range(height):
+        rows.append(0)  # filter type: none
+        for x in range(width):
+            rows += bytes(((r0 + 3 * x) % 256, (g0 + 4 * y) % 256, (b0 + x + y) % 256))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(rows), 9))
+        + chunk(b"IEND", b"")
     )
