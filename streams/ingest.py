@@ -33,7 +33,7 @@ from storage.telegram.ingestor import Ingestor
 from storage.telegram.media import MediaStore
 from storage.telegram.metrics import IngestMetrics
 from storage.telegram.outbox import DeadLetters, OutboxPublisher, ingest_producer
-from storage.telegram.recording import RecordingSource, RecordingWriter
+from storage.telegram.recording import RecordingSource, RecordingWriter, record_messages
 from storage.telegram.source import TelegramSource
 from streams.settings import Settings, settings
 
@@ -347,28 +347,24 @@ def backfill(channel: str, min_id: int | None, since: datetime | None) -> None:
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
 def record(channel: str, limit: int, out: Path) -> None:
     """Write the newest messages of a channel (with media) as a recording, oldest first."""
-    from storage.telegram.albums import media_info, skip_reason
 
     async def main() -> None:
         client = await _connected_client(settings)
         try:
             source = TelethonSource(client, IngestMetrics())
             cid = await source.resolve(_channel_arg(channel))
-            messages = [m async for m in client.iter_messages(source._peer(cid), limit=limit)]
-            messages.sort(key=lambda m: m.id)
+            messages = await source.latest(cid, limit)
             bar = tqdm(total=len(messages), unit="msg", disable=not sys.stderr.isatty())
             with out.open("wb") as fh:
                 writer = RecordingWriter(fh)
-                for m in messages:
-                    media = None
-                    info = media_info(m)
-                    if (
-                        info is not None
-                        and skip_reason(info, settings.ingest_max_media_bytes) is None
-                    ):
-                        media = b"".join([c async for c in source.download(cid, m)])
-                    writer.message(cid, m, media)
-                    bar.update(1)
+                await record_messages(
+                    source,
+                    cid,
+                    messages,
+                    writer,
+                    max_media_bytes=settings.ingest_max_media_bytes,
+                    on_step=lambda: None if bar.update(1) else None,
+                )
             bar.close()
             log.info("recorded %d messages of %s to %s", writer.lines, channel, out)
         finally:

@@ -109,6 +109,14 @@ class TelethonSource:
         )
         return [m if isinstance(m, types.Message) else None for m in found]
 
+    async def latest(self, channel_id: int, limit: int) -> list[types.Message]:
+        """The newest `limit` messages of a channel, oldest first (what `record` writes)."""
+        peer = self._peer(channel_id)
+        found = await self._retry(
+            "get_messages", lambda: self.client.get_messages(peer, limit=limit)
+        )
+        return sorted((m for m in found if isinstance(m, types.Message)), key=lambda m: m.id)
+
     async def iter_since(
         self, channel_id: int, min_id: int, since: datetime | None = None
     ) -> AsyncIterator[types.Message]:

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from telethon import utils
 from telethon.extensions import BinaryReader
 from telethon.tl import types
 
-from storage.telegram.albums import channel_of
-from storage.telegram.source import MediaUnavailable
+from storage.telegram.albums import channel_of, media_info, skip_reason
+from storage.telegram.source import MediaUnavailable, TelegramSource
 
 CHUNK = 512 * 1024
 
@@ -90,6 +91,8 @@ def parse_line(raw: bytes, line_no: int) -> Line:
             isinstance(i, int) and not isinstance(i, bool) for i in ids
         ):
             raise BadLine(line_no, raw, "deleted_ids is not a list of integers", "invalid_line")
+        if channel_id > 0:  # a bare channel id
+            channel_id = int(utils.get_peer_id(types.PeerChannel(channel_id)))
         return DeletionLine(channel_id, tuple(ids), line_no)
     try:
         tl = base64.b64decode(d["message"], validate=True)
@@ -101,10 +104,13 @@ def parse_line(raw: bytes, line_no: int) -> Line:
         raise BadLine(line_no, tl, f"TL does not parse: {exc!r}", "invalid_tl") from exc
     if not isinstance(obj, types.Message):
         raise BadLine(line_no, tl, f"TL object is {type(obj).__name__}, not Message", "invalid_tl")
-    if channel_of(obj) != channel_id:
-        raise BadLine(
-            line_no, tl, f"message of {channel_of(obj)} in a line of {channel_id}", "invalid_line"
-        )
+    if not isinstance(obj.peer_id, types.PeerChannel):
+        raise BadLine(line_no, tl, "not a channel message", "invalid_line")
+    marked = channel_of(obj)
+    # the line may name the channel marked (-100…) or bare; rows always keep the marked id
+    if channel_id not in (marked, obj.peer_id.channel_id):
+        raise BadLine(line_no, tl, f"message of {marked} in a line of {channel_id}", "invalid_line")
+    channel_id = marked
     media_b64 = d.get("media")
     try:
         media = None if media_b64 is None else base64.b64decode(media_b64, validate=True)
@@ -136,6 +142,29 @@ class RecordingWriter:
     def deletion(self, channel_id: int, ids: Sequence[int]) -> None:
         self._fh.write(encode_deletion_line(channel_id, ids) + b"\n")
         self.lines += 1
+
+
+async def record_messages(
+    source: TelegramSource,
+    channel_id: int,
+    messages: Sequence[types.Message],
+    writer: RecordingWriter,
+    *,
+    max_media_bytes: int,
+    on_step: Callable[[], None] = lambda: None,
+) -> int:
+    """Write `messages` (with their media, unless larger than `max_media_bytes`) as lines."""
+    for m in messages:
+        media = None
+        info = media_info(m)
+        if info is not None and skip_reason(info, max_media_bytes) is None:
+            try:
+                media = b"".join([chunk async for chunk in source.download(channel_id, m)])
+            except MediaUnavailable:
+                media = None
+        writer.message(channel_id, m, media)
+        on_step()
+    return len(messages)
 
 
 class RecordingSource:

@@ -1,15 +1,27 @@
-"""The Telethon adapter over a real TelegramClient answering at the RPC boundary (no network)."""
+"""The Telethon adapter over a real TelegramClient answering at the RPC boundary (no network),
+and the recording format."""
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from telethon import errors
-from telethon.tl import functions
+from telethon.tl import functions, types
 
 from storage.telegram.client import TelethonSource
 from storage.telegram.metrics import IngestMetrics
+from storage.telegram.recording import (
+    BadLine,
+    DeletionLine,
+    MessageLine,
+    RecordingWriter,
+    parse_line,
+    read_lines,
+    record_messages,
+)
 from storage.telegram.samples import input_channel_peer, photo_message, text_message
 from storage.telegram.source import SourceError
 from tests.telegram_fake import FakeTelegramClient
@@ -130,3 +142,62 @@ async def test_an_expired_file_reference_fetches_the_message_again(
     client.calls.clear()
     assert b"".join([c async for c in src.download(CHANNEL, old)]) == data
     assert client.calls["GetMessagesRequest"] == 1
+
+
+async def test_record_writes_the_newest_messages_oldest_first_with_media(
+    client: FakeTelegramClient, tmp_path: Path
+) -> None:
+    small, big = b"s" * 3000, b"b" * 9000
+    client.put(text_message(CHANNEL, 1, date=T0, text="old"))
+    client.put(photo_message(CHANNEL, 2, date=T0, grouped_id=9, size=len(small)), small)
+    client.put(photo_message(CHANNEL, 3, date=T0, grouped_id=9, size=len(big)), big)
+    client.put(text_message(CHANNEL, 4, date=T0, text="Привет"))
+    src = await source_of(client, Sleeps())
+    messages = await src.latest(CHANNEL, 3)
+    out = tmp_path / "rec.jsonl"
+    with out.open("wb") as fh:
+        await record_messages(src, CHANNEL, messages, RecordingWriter(fh), max_media_bytes=5000)
+    lines = [parse_line(raw, no) for no, raw in read_lines(out)]
+    assert all(isinstance(line, MessageLine) for line in lines)
+    got = [(line.message.id, line.media) for line in lines if isinstance(line, MessageLine)]
+    # newest three, oldest first; the media over the limit is not recorded
+    assert got == [(2, small), (3, None), (4, None)]
+    assert [line.channel_id for line in lines] == [CHANNEL] * 3
+    first = lines[0]
+    assert isinstance(first, MessageLine)
+    assert bytes(first.message) == bytes(client.message(CHANNEL, 2))
+
+
+def test_recording_lines_that_do_not_parse_say_why(tmp_path: Path) -> None:
+    good = photo_message(CHANNEL, 5, date=T0)
+    tl = bytes(good)
+    b64 = base64.b64encode
+    cases = {
+        b"{not json": "invalid_json",
+        b"[1, 2]": "invalid_line",
+        b'{"channel_id": "x", "message": ""}': "invalid_line",
+        b'{"channel_id": %d, "message": "***"}' % CHANNEL: "invalid_line",
+        b'{"channel_id": %d, "message": "%s"}' % (CHANNEL, b64(b"\x00" * 12)): "invalid_tl",
+        b'{"channel_id": %d, "message": "%s"}'
+        % (CHANNEL, b64(bytes(types.PeerChannel(1)))): "invalid_tl",
+        b'{"channel_id": -1009999, "message": "%s"}' % b64(tl): "invalid_line",
+        b'{"channel_id": %d, "message": "%s", "media": 5}' % (CHANNEL, b64(tl)): "invalid_line",
+        b'{"channel_id": %d, "deleted_ids": ["a"]}' % CHANNEL: "invalid_line",
+    }
+    for raw, error_type in cases.items():
+        with pytest.raises(BadLine) as info:
+            parse_line(raw, 7)
+        assert info.value.error_type == error_type, raw
+        assert info.value.line_no == 7
+    # a TL error keeps the TL bytes for the dead letter
+    with pytest.raises(BadLine) as info:
+        parse_line(b'{"channel_id": %d, "message": "%s"}' % (CHANNEL, b64(tl[:9])), 1)
+    assert info.value.raw == tl[:9]
+    # the channel may be named bare; unknown keys are ignored
+    bare = parse_line(
+        b'{"channel_id": 1234567890, "message": "%s", "media": null, "x": 1}' % b64(tl), 2
+    )
+    assert isinstance(bare, MessageLine)
+    assert bare.channel_id == CHANNEL
+    gone = parse_line(b'{"channel_id": 1234567890, "deleted_ids": [5, 6]}', 3)
+    assert gone == DeletionLine(CHANNEL, (5, 6), 3)
