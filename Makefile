@@ -10,7 +10,7 @@ WORKER := bash compose/local/worker.sh
 PYTEST_ARGS ?=
 
 .PHONY: help run stop test test-unit test-integration lint format typecheck bench-sinks stack-up stack-down \
-        stack-status worker-up worker-down worker-logs venv clean bench migrate
+        stack-status worker-up worker-down worker-logs venv clean bench bench-ingest migrate
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -79,6 +79,9 @@ bench-sinks: venv stack-up migrate ## End-to-end albums/s with all four sinks, a
 	$(PY) scripts/bench_assembler.py --albums 2000 --runs 3 --guarantee at_least_once \
 		--sinks s3,postgres,qdrant,neo4j
 	$(PY) scripts/bench_embeddings.py
+
+bench-ingest: venv stack-up migrate ## ingest replay throughput: messages/s, albums/s, MB/s (PNG in docs/bench/)
+	$(PY) scripts/bench_ingest.py --albums 300 --runs 3
 
 worker-logs: ## Follow the worker's log
 	@tail -n 100 -f .stack/logs/worker.log

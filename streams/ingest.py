@@ -363,7 +363,7 @@ def record(channel: str, limit: int, out: Path) -> None:
                     messages,
                     writer,
                     max_media_bytes=settings.ingest_max_media_bytes,
-                    on_step=lambda: None if bar.update(1) else None,
+                    on_step=lambda: _advance(bar),
                 )
             bar.close()
             log.info("recorded %d messages of %s to %s", writer.lines, channel, out)
@@ -404,6 +404,10 @@ async def replay_file(cfg: Settings, file: Path, *, web_port: int | None = None)
         finally:
             report.close()
         return ing
+
+
+def _advance(bar: tqdm[Any]) -> None:
+    bar.update(1)
 
 
 def _channel_arg(channel: str) -> str | int:

@@ -153,7 +153,9 @@ class Settings:
         doc="Telethon sleeps through FloodWait up to this many seconds; longer ones we wait out",
     )
     ingest_web_port: int = _env(
-        "INGEST_WEB_PORT", 6067, doc="web port of the ingest process: /health and /metrics"
+        "INGEST_WEB_PORT",
+        6067,
+        doc="web port of the ingest process: /health and /metrics (0: no web port)",
     )
     sinks: str = _env(
         "SINKS",
@@ -222,8 +224,10 @@ class Settings:
             raise SettingsError("INGEST_MAX_MEDIA_BYTES and INGEST_ALBUM_DEBOUNCE_SECONDS >= 0")
         if self.ingest_download_concurrency < 1:
             raise SettingsError("INGEST_DOWNLOAD_CONCURRENCY must be >= 1")
-        if not 0 < self.ingest_web_port < 65536:
-            raise SettingsError(f"INGEST_WEB_PORT must be 1..65535, got {self.ingest_web_port}")
+        if not 0 <= self.ingest_web_port < 65536:
+            raise SettingsError(
+                f"INGEST_WEB_PORT must be 0..65535 (0: none), got {self.ingest_web_port}"
+            )
         if self.sink_retries < 0 or self.sink_backoff_seconds < 0:
             raise SettingsError("SINK_RETRIES and SINK_BACKOFF_SECONDS must be >= 0")
 

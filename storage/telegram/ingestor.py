@@ -59,6 +59,8 @@ STAGE = "ingest"
 # a dead letter keeps at most this much of the original bytes (a line can carry large media)
 MAX_DLQ_VALUE = 512 * 1024
 POSTS_BATCH = 200
+# albums stored at once (their fetches stay in arrival order; see Ingestor._schedule)
+STORE_CONCURRENCY = 8
 
 
 @dataclass(slots=True)
@@ -123,21 +125,32 @@ class Ingestor:
         self._last_clock = 0.0
         # set while a recording is replayed (see _stale)
         self.replaying = False
+        self._slots = asyncio.Semaphore(STORE_CONCURRENCY)
+        self._inflight: dict[tuple[int, int], asyncio.Task[None]] = {}
+        self._inflight_ids: dict[tuple[int, int], set[int]] = {}
+        self._errors: list[BaseException] = []
 
     # -- albums ------------------------------------------------------------------------------
 
     async def flush_album(self, channel_id: int, grouped_id: int, ids: set[int]) -> str | None:
         """Fetch an album's neighbourhood (one request) and store what the server returned."""
-        window = fetch_window(ids | set(await self.store.album_message_ids(channel_id, grouped_id)))
-        messages = await self.source.fetch_window(channel_id, window)
-        try:
-            parts = album_parts(messages, grouped_id)
-        except AlbumError as exc:
-            await self._dead_letter(channel_id, None, "album_too_large", str(exc))
+        parts = await self._fetch_parts(channel_id, grouped_id, ids)
+        if parts is None:
             return None
         outcome = await self.store_album(channel_id, grouped_id, parts)
         self._mark_stored(channel_id, [m.id for m in parts] or sorted(ids))
         return outcome
+
+    async def _fetch_parts(
+        self, channel_id: int, grouped_id: int, ids: set[int]
+    ) -> list[types.Message] | None:
+        known = await self.store.album_message_ids(channel_id, grouped_id)
+        messages = await self.source.fetch_window(channel_id, fetch_window(ids | set(known)))
+        try:
+            return album_parts(messages, grouped_id)
+        except AlbumError as exc:
+            await self._dead_letter(channel_id, None, "album_too_large", str(exc))
+            return None
 
     async def store_album(
         self,
@@ -260,43 +273,103 @@ class Ingestor:
     async def on_deleted(self, channel_id: int, message_ids: Sequence[int], now: float) -> None:
         """Deleted messages: mark them, and fetch the albums they were part of again."""
         await self.channel_guard(channel_id)
+        # an album fetched before the deletion is stored before the deletion is marked
+        await self.drain(channel_id)
         self.metrics.messages.labels("deletion").inc(len(message_ids))
         for grouped_id in await self.store.mark_deleted(channel_id, message_ids):
             self.debouncer.touch((channel_id, grouped_id), set(message_ids), now)
 
     async def flush_due(self, now: float) -> int:
-        """Store every album whose debounce has passed; returns how many."""
-        self._last_clock = now
-        due = self.debouncer.pop_due(now)
-        await self._flush(due)
-        return len(due)
+        """Store every album whose debounce has passed (and wait for it); returns how many."""
+        n = await self._schedule_due(now)
+        await self.drain()
+        return n
 
     async def flush_all(self) -> int:
+        """Store every album still waiting for quiet, and wait for it."""
+        self._last_clock = max(self._last_clock, 0.0)
         due = self.debouncer.pop_all()
-        await self._flush(due)
+        await self._schedule(due)
+        await self.drain()
         return len(due)
 
-    async def _flush(self, due: list[tuple[tuple[int, int], set[int]]]) -> None:
-        for n, ((channel_id, grouped_id), ids) in enumerate(due):
+    async def _schedule_due(self, now: float) -> int:
+        self._last_clock = now
+        due = self.debouncer.pop_due(now)
+        await self._schedule(due)
+        return len(due)
+
+    async def _schedule(self, due: list[tuple[tuple[int, int], set[int]]]) -> None:
+        """Fetch each due album now, in order, and store it in the background.
+
+        The fetch is what the album is built from, so it happens in arrival order; storing
+        (downloads, S3, the transaction) overlaps for up to STORE_CONCURRENCY albums. One
+        album's stores run one after the other, in the order they were fetched.
+        """
+        for n, (key, ids) in enumerate(due):
+            channel_id, grouped_id = key
             try:
-                await self.flush_album(channel_id, grouped_id, ids)
+                parts = await self._fetch_parts(channel_id, grouped_id, ids)
             except BaseException:
-                # this album and the ones not reached yet are not forgotten: they are due
-                # again after another debounce period
-                for key, rest in due[n:]:
-                    self.debouncer.touch(key, rest, self._last_clock)
+                # this album and the ones not reached yet are due again after a debounce
+                for k, rest in due[n:]:
+                    self.debouncer.touch(k, rest, self._last_clock)
                 raise
+            if parts is None:
+                continue
+            await self._slots.acquire()
+            previous = self._inflight.get(key)
+            held = ids | {m.id for m in parts}
+            task = asyncio.create_task(self._store_in_order(previous, key, parts, held))
+            self._inflight[key] = task
+            self._inflight_ids[key] = held
+
+    async def _store_in_order(
+        self,
+        previous: asyncio.Task[None] | None,
+        key: tuple[int, int],
+        parts: list[types.Message],
+        ids: set[int],
+    ) -> None:
+        channel_id, grouped_id = key
+        try:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            try:
+                await self.store_album(channel_id, grouped_id, parts)
+            except Exception as exc:
+                log.warning("album %s not stored (due again later): %s", key, exc)
+                self.debouncer.touch(key, ids, self._last_clock)
+                self._errors.append(exc)
+                return
+            self._mark_stored(channel_id, sorted(ids))
+            if self._inflight.get(key) is asyncio.current_task():
+                del self._inflight[key]
+                self._inflight_ids.pop(key, None)
             await self.store.save_cursor(channel_id, self._cursor(channel_id))
             self._update_cursor_metrics(channel_id)
+        finally:
+            self._slots.release()
+
+    async def drain(self, channel_id: int | None = None) -> None:
+        """Wait for the albums being stored (of one channel, or all); raises the first error."""
+        tasks = [t for k, t in self._inflight.items() if channel_id is None or k[0] == channel_id]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if channel_id is None and self._errors:
+            errors, self._errors = self._errors, []
+            raise errors[0]
 
     def _mark_stored(self, channel_id: int, ids: Sequence[int]) -> None:
         if ids:
             self._stored_up_to[channel_id] = max(self._stored_up_to.get(channel_id, 0), *ids)
 
     def _cursor(self, channel_id: int) -> int:
-        return safe_cursor(
-            self._stored_up_to.get(channel_id, 0), self.debouncer.pending_ids(channel_id)
-        )
+        held = self.debouncer.pending_ids(channel_id)
+        for (ch, _), ids in self._inflight_ids.items():
+            if ch == channel_id:
+                held |= ids
+        return safe_cursor(self._stored_up_to.get(channel_id, 0), held)
 
     def _update_cursor_metrics(self, channel_id: int) -> None:
         label = str(channel_id)
@@ -398,8 +471,8 @@ class Ingestor:
                 if at is not None:
                     clock = max(clock, at.timestamp())
             # albums quiet since before this update are fetched with the server's state
-            # before it, as they were live
-            await self.flush_due(clock)
+            # before it, as they were live (and stored in the background)
+            await self._schedule_due(clock)
             if not source.apply(line):
                 self.metrics.messages.labels("duplicate").inc()
                 self.progress.messages += 1
