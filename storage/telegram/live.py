@@ -53,11 +53,12 @@ async def follow(
     owned: set[int] = set()
     queue: asyncio.Queue[tuple[str, int, Any]] = asyncio.Queue()
 
-    def on_new(event: Any) -> None:
+    # Telethon awaits its handlers
+    async def on_new(event: Any) -> None:
         if event.chat_id in owned and isinstance(event.message, types.Message):
             queue.put_nowait(("message", event.chat_id, event.message))
 
-    def on_deleted(event: Any) -> None:
+    async def on_deleted(event: Any) -> None:
         if event.chat_id in owned:
             queue.put_nowait(("deleted", event.chat_id, list(event.deleted_ids)))
 

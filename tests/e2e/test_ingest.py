@@ -15,12 +15,12 @@ from typing import Any
 
 import orjson
 import pytest
-from storage.telegram.samples import photo_message
 
 from schemas.dlq import DlqRecord
 from storage.postgres.store import enrichment_of
 from storage.s3 import media_key
 from storage.telegram.albums import media_object_id_for, post_id_for
+from storage.telegram.samples import photo_message
 from streams.generator import Record
 from streams.kafka_io import read_topic
 from streams.settings import Settings
@@ -190,6 +190,7 @@ async def test_replay_stores_rows_objects_and_events_and_the_worker_assembles_th
     assert replay(env, path, log).returncode == 0, log.read_text()
     assert await rows(base_settings.database_url.get(), channel) == got
     again = parsed_events(await topic_values(kafka, pipeline.topic("albums.parsed")), channel)
+
     def order(es: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return sorted(es, key=lambda e: (e["album_id"], e["parsed_at"]))
 
