@@ -17,11 +17,12 @@ from typing import Any
 
 import orjson
 from sqlalchemy import bindparam, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from schemas.events import AlbumParsed
 from storage.postgres.store import PostgresError
+from storage.postgres.store import wrap_error as _wrap
 from storage.telegram.albums import PostRow, StoredMedia, content_fingerprint
 
 NEW = "new"
@@ -536,11 +537,3 @@ def _parse_ts(value: str | None) -> datetime | None:
     if value is None:
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def _wrap(what: str, exc: BaseException) -> PostgresError:
-    err = PostgresError(f"postgres {what} failed: {exc}")
-    err.retriable = isinstance(exc, (OSError, OperationalError)) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
-    return err

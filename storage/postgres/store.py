@@ -40,6 +40,15 @@ class PostgresError(StorageError):
     """A Postgres statement failed; connection problems are retriable."""
 
 
+def wrap_error(what: str, exc: BaseException) -> PostgresError:
+    """A driver error as PostgresError; connection problems are retriable."""
+    err = PostgresError(f"postgres {what} failed: {exc}")
+    err.retriable = isinstance(exc, (OSError, OperationalError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+    return err
+
+
 def enrichment_of(event: dict[str, Any]) -> dict[str, Any]:
     """The part of an album.assembled event kept in media_groups.meta->'enrichment'."""
     keys = (
@@ -93,11 +102,7 @@ class PostgresStore:
         await self.close()
 
     def _wrap(self, what: str, exc: BaseException) -> PostgresError:
-        err = PostgresError(f"postgres {what} failed: {exc}")
-        err.retriable = isinstance(exc, (OSError, OperationalError)) or (
-            isinstance(exc, DBAPIError) and exc.connection_invalidated
-        )
-        return err
+        return wrap_error(what, exc)
 
     async def upsert_enrichments(self, events: list[dict[str, Any]]) -> None:
         """Idempotent batch upsert: the highest version wins, other meta keys stay."""

@@ -79,16 +79,20 @@ class TelethonSource:
             try:
                 return await call()
             except errors.FloodWaitError as exc:
-                wait = exc.seconds + 1 + self._jitter() * max(1.0, exc.seconds * 0.1)
-                self.flood_waits += 1
-                self.metrics.flood_wait_seconds.inc(wait)
-                log.warning("%s: FloodWait %ss, sleeping %.1fs", what, exc.seconds, wait)
-                await self._sleep(wait)
+                await self._flood_wait(what, exc)
             except (ConnectionError, OSError) as exc:
                 if attempt == self.max_attempts:
                     raise SourceError(f"{what}: Telegram unreachable: {exc!r}") from exc
                 await self._reconnect(what, attempt, exc)
         raise SourceError(f"{what}: gave up after {self.max_attempts} attempts")
+
+    async def _flood_wait(self, what: str, exc: errors.FloodWaitError) -> None:
+        # the seconds Telegram asked for, plus 1 s and up to 10 % jitter
+        wait = exc.seconds + 1 + self._jitter() * max(1.0, exc.seconds * 0.1)
+        self.flood_waits += 1
+        self.metrics.flood_wait_seconds.inc(wait)
+        log.warning("%s: FloodWait %ss, sleeping %.1fs", what, exc.seconds, wait)
+        await self._sleep(wait)
 
     async def _reconnect(self, what: str, attempt: int, exc: BaseException) -> None:
         delay = min(60.0, 2.0**attempt) * (0.5 + self._jitter() / 2)
@@ -138,10 +142,7 @@ class TelethonSource:
                         yield m
                 return
             except errors.FloodWaitError as exc:
-                wait = exc.seconds + 1 + self._jitter() * max(1.0, exc.seconds * 0.1)
-                self.flood_waits += 1
-                self.metrics.flood_wait_seconds.inc(wait)
-                await self._sleep(wait)
+                await self._flood_wait("iter_messages", exc)
             except (ConnectionError, OSError) as exc:
                 if attempt == self.max_attempts:
                     raise SourceError(f"iter_messages: Telegram unreachable: {exc!r}") from exc
@@ -170,9 +171,7 @@ class TelethonSource:
             except errors.FloodWaitError as exc:
                 if offset:
                     raise SourceError("FloodWait in the middle of a download") from exc
-                wait = exc.seconds + 1 + self._jitter() * max(1.0, exc.seconds * 0.1)
-                self.metrics.flood_wait_seconds.inc(wait)
-                await self._sleep(wait)
+                await self._flood_wait("download", exc)
             except (ConnectionError, OSError) as exc:
                 if offset:
                     raise SourceError(f"download interrupted: {exc!r}") from exc
