@@ -294,3 +294,17 @@ def test_dockerfile_sets_only_settings_variables() -> None:
     ours = [n for n in names if not n.startswith(("PYTHON", "PIP_"))]
     unknown = sorted(set(ours) - set(Settings.documented()))
     assert not unknown, f"Dockerfile variables that Settings does not read: {unknown}"
+
+
+def test_ingest_service_sets_only_valid_settings(services: dict[str, dict[str, Any]]) -> None:
+    env = environment(services["ingest"])
+    unknown = sorted(set(env) - set(Settings.documented()))
+    assert not unknown, f"ingest variables that Settings does not read: {unknown}"
+    resolved = {
+        k: v.split(":-", 1)[1].rstrip("}") if v.startswith("${") else v for k, v in env.items()
+    }
+    Settings.from_env(resolved)  # valid values
+    assert services["ingest"]["command"][-2:] == ["ingest", "run"]
+    for name in ("worker", "ingest"):
+        needs = services[name]["depends_on"]
+        assert needs["migrate"]["condition"] == "service_completed_successfully"
