@@ -129,13 +129,13 @@ class TelethonSource:
         last = min_id
         for attempt in range(1, self.max_attempts + 1):
             try:
-                kwargs: dict[str, Any] = {
-                    "min_id": last,
-                    "reverse": True,
-                    "wait_time": self.page_wait_seconds,
-                }
+                kwargs: dict[str, Any] = {"reverse": True, "wait_time": self.page_wait_seconds}
                 if since is not None and last == min_id:
+                    # Telethon ignores offset_date next to min_id (it pages by id then), so a
+                    # start by date pages from the date; ids up to min_id are skipped below
                     kwargs["offset_date"] = since
+                else:
+                    kwargs["min_id"] = last
                 async for m in self.client.iter_messages(peer, **kwargs):
                     if isinstance(m, types.Message) and m.id > last:
                         last = m.id

@@ -201,3 +201,15 @@ def test_recording_lines_that_do_not_parse_say_why(tmp_path: Path) -> None:
     assert bare.channel_id == CHANNEL
     gone = parse_line(b'{"channel_id": 1234567890, "deleted_ids": [5, 6]}', 3)
     assert gone == DeletionLine(CHANNEL, (5, 6), 3)
+
+
+async def test_history_since_a_date_starts_there(client: FakeTelegramClient) -> None:
+    for mid in range(1, 301):
+        client.put(text_message(CHANNEL, mid, date=T0 + timedelta(minutes=mid), text=str(mid)))
+    src = await source_of(client, Sleeps())
+    client.calls.clear()
+    got = [m.id async for m in src.iter_since(CHANNEL, 0, since=T0 + timedelta(minutes=250))]
+    assert got == list(range(250, 301))
+    assert client.calls["GetHistoryRequest"] <= 2  # paged from the date, not from the start
+    got = [m.id async for m in src.iter_since(CHANNEL, 280, since=T0 + timedelta(minutes=250))]
+    assert got == list(range(281, 301))
