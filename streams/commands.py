@@ -286,6 +286,7 @@ async def await_albums(self: Any, expect: str | None, ingested: bool, wait_secon
         doc = _read_json(expect)
         expected.update({int(k): v for k, v in doc["complete"].items()})
         missing = doc.get("missing_vision", [])
+    rows = []
     if ingested:
         rows = await ingested_albums(settings.database_url.get(), settings.ingest_tenant_id)
         expected.update({a.album_id: a.tenant_id for a in rows})
@@ -301,6 +302,13 @@ async def await_albums(self: Any, expect: str | None, ingested: bool, wait_secon
         f"{len(seen.assembled)} of {len(expected)} albums assembled complete, "
         f"{len(seen.stored)} in every enabled store"
     )
+    if rows:
+        first = rows[0]
+        _out(
+            f"{len(rows)} albums came from the Telegram recording (tenant {first.tenant_id!r}); "
+            f"one of them in every store:\n    curl 'http://{settings.web_host}:"
+            f"{settings.web_port}/stores/{first.album_id}/?tenant_id={first.tenant_id}'"
+        )
     if missing:
         _out(
             f"{len(missing)} albums miss a vision event on purpose: they are emitted 'partial' "

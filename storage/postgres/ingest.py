@@ -35,6 +35,11 @@ class ChannelBusy(PostgresError):
     """Another ingest process holds this channel's advisory lock."""
 
 
+class AlbumOwned(PostgresError):
+    """The album's row belongs to another tenant or another (channel, grouped_id): refused,
+    never overwritten. Not retriable."""
+
+
 def _lock_key(*parts: object) -> int:
     # pg advisory locks take a signed 64-bit key
     digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
@@ -303,16 +308,21 @@ class IngestStore:
             row = (
                 await conn.execute(
                     text(
-                        "SELECT content_fingerprint, deleted_at, channel_id, grouped_id "
-                        "FROM media_groups WHERE id = :id FOR UPDATE"
+                        "SELECT content_fingerprint, deleted_at, channel_id, grouped_id, "
+                        "tenant_id FROM media_groups WHERE id = :id FOR UPDATE"
                     ),
                     {"id": album.album_id},
                 )
             ).first()
-            if row is not None and (row[2], row[3]) != (album.channel_id, album.grouped_id):
-                raise PostgresError(
-                    f"album id {album.album_id} already belongs to channel {row[2]} grouped_id "
-                    f"{row[3]}, not {album.channel_id}/{album.grouped_id}"
+            if row is not None and (row[2], row[3], row[4]) != (
+                album.channel_id,
+                album.grouped_id,
+                album.tenant_id,
+            ):
+                raise AlbumOwned(
+                    f"album id {album.album_id} is stored for tenant {row[4]!r}, channel "
+                    f"{row[2]}, grouped_id {row[3]}; refused for tenant {album.tenant_id!r}, "
+                    f"{album.channel_id}/{album.grouped_id}"
                 )
             await self._write_posts(conn, posts)
             if cursor is not None:

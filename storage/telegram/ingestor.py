@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 from telethon.tl import types
 
 from schemas.dlq import dead_letter
 from schemas.validation import InvalidEvent
-from storage.postgres.ingest import DELETED, UNCHANGED, IngestStore
+from storage.postgres.ingest import DELETED, UNCHANGED, AlbumOwned, IngestStore
 from storage.s3 import media_key
 from storage.telegram.albums import (
     AlbumError,
@@ -59,6 +60,7 @@ STAGE = "ingest"
 # a dead letter keeps at most this much of the original bytes (a line can carry large media)
 MAX_DLQ_VALUE = 512 * 1024
 POSTS_BATCH = 200
+REFUSED = "refused"
 # albums stored at once (their fetches stay in arrival order; see Ingestor._schedule)
 STORE_CONCURRENCY = 8
 
@@ -167,15 +169,15 @@ class Ingestor:
         if not parts:
             deleted = known is not None and await self.store.delete_album(album_id, fingerprint)
             return self._count(DELETED if deleted else UNCHANGED)
+        if known is not None and known.source_fingerprint == fingerprint and not known.deleted:
+            if cursor is not None:
+                await self.store.save_cursor(channel_id, cursor)
+            return self._count(UNCHANGED)
         if (
             self.replaying
             and known is not None
             and await self._stale(channel_id, grouped_id, parts)
         ):
-            return self._count(UNCHANGED)
-        if known is not None and known.source_fingerprint == fingerprint and not known.deleted:
-            if cursor is not None:
-                await self.store.save_cursor(channel_id, cursor)
             return self._count(UNCHANGED)
         media = await self._media_of(channel_id, parts)
         album = build_album(
@@ -187,14 +189,20 @@ class Ingestor:
             parsed_at=self.now(),
         )
         objects = {s.sha256: (s, media_key(s.sha256)) for s in media.values() if s.sha256}
-        outcome = await self.store.save_album(
-            album,
-            posts=[post_row(channel_id, m, media.get(m.id)) for m in parts],
-            media=list(objects.values()),
-            source_fingerprint=fingerprint,
-            cursor=cursor,
-            topic=self.parsed_topic,
-        )
+        try:
+            outcome = await self.store.save_album(
+                album,
+                posts=[post_row(channel_id, m, media.get(m.id)) for m in parts],
+                media=list(objects.values()),
+                source_fingerprint=fingerprint,
+                cursor=cursor,
+                topic=self.parsed_topic,
+            )
+        except AlbumOwned as exc:
+            await self._dead_letter(
+                channel_id, orjson.dumps(album.to_dict()), "album_owned_elsewhere", str(exc)
+            )
+            return self._count(REFUSED)
         if outcome != UNCHANGED:
             self.on_committed()
         return self._count(outcome)

@@ -35,7 +35,7 @@ class IngestMetrics:
         )
         self.albums = Counter(
             "ingest_albums_total",
-            "albums stored, by outcome (new, changed, unchanged, deleted)",
+            "albums stored, by outcome (new, changed, unchanged, deleted, refused)",
             ["outcome"],
             registry=r,
         )

@@ -192,3 +192,38 @@ async def test_two_processes_never_ingest_one_channel_at_once(rig: Rig, postgres
             pass
     finally:
         await other.close()
+
+
+async def test_another_tenant_cannot_overwrite_an_album(rig: Rig) -> None:
+    c = rig.channel
+    for mid in (1, 2):
+        rig.client.put(photo_message(c, mid, date=T0, grouped_id=9, size=1000, text="A"))
+    await rig.ingestor.backfill(c)
+    before = await counts(rig.store, c)
+    intruder = Ingestor(
+        rig.ingestor.source,
+        rig.store,
+        rig.ingestor.media,
+        rig.ingestor.dead_letters,
+        rig.ingestor.metrics,
+        tenant_id="intruder",
+        parsed_topic=rig.topic,
+        debounce_seconds=3.0,
+    )
+    rig.client.put(
+        photo_message(
+            c, 2, date=T0, grouped_id=9, size=1000, text="B", edit_date=T0 + timedelta(minutes=1)
+        )
+    )
+    sent = rig.ingestor.dead_letters.sent
+    assert await intruder.flush_album(c, 9, {1, 2}) == "refused"
+    assert rig.ingestor.dead_letters.sent == sent + 1
+    assert await counts(rig.store, c) == before
+    async with rig.store.engine.connect() as conn:
+        tenant = (
+            await conn.execute(
+                text("SELECT tenant_id FROM media_groups WHERE id = :id"),
+                {"id": album_id_for(c, 9)},
+            )
+        ).scalar_one()
+    assert tenant == rig.ingestor.tenant_id
