@@ -15,11 +15,11 @@ from typing import Any
 import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
-from storage.telegram.samples import media_bytes, photo_message, text_message, video_message
 from telethon.tl import types
 
 from storage.telegram.albums import album_id_for
 from storage.telegram.recording import RecordingWriter
+from storage.telegram.samples import media_bytes, photo_message, text_message, video_message
 from tests.workers import REPO_ROOT
 
 T0 = datetime(2025, 1, 30, 10, 0, tzinfo=UTC)
