@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.types import TopicT
 from mode import Service
 
 from streams.app import app
 from streams.settings import settings
+
+log = logging.getLogger(__name__)
 
 
 @app.service
@@ -111,6 +114,33 @@ def group_consumer(group_id: str, **extra: Any) -> AIOKafkaConsumer:
         metadata_max_age_ms=5000,
         **extra,
     )
+
+
+async def wait_for_partitions(
+    consumer: AIOKafkaConsumer, topics: Sequence[str], within: float = 30.0
+) -> None:
+    """Until the metadata shows every partition of `topics` with a leader (bounded).
+
+    A group member that joins while its topics are still being created is assigned only the
+    partitions the metadata knew at that moment; on a fresh broker we saw the router keep such
+    a partial assignment for minutes. Subscribing after this wait avoids it.
+    """
+    deadline = time.monotonic() + within
+    cluster = consumer._client.cluster
+    while True:
+        await consumer._client.force_metadata_update()
+        ready = True
+        for topic in topics:
+            parts = cluster.partitions_for_topic(topic)
+            if not parts or any(
+                cluster.leader_for_partition(TopicPartition(topic, p)) in (None, -1) for p in parts
+            ):
+                ready = False
+        if ready or time.monotonic() >= deadline:
+            if not ready:
+                log.warning("topics %s not fully available after %.0fs", list(topics), within)
+            return
+        await asyncio.sleep(0.2)
 
 
 async def stop_loop(task: asyncio.Future[Any] | None, consumer: AIOKafkaConsumer | None) -> None:

@@ -17,7 +17,7 @@ import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 from mode import Service
 
-from agents.direct import group_consumer, send_direct, stop_loop
+from agents.direct import group_consumer, send_direct, stop_loop, wait_for_partitions
 from agents.dlq import note_dead_letter
 from schemas.dlq import dead_letter
 from schemas.validation import InvalidEvent, decode_album_parsed, decode_vision_analyzed
@@ -29,7 +29,9 @@ from streams.topics import (
     ALBUMS_PARSED,
     VISION_ANALYZED,
     album_events_topic,
+    albums_parsed_topic,
     post_events_topic,
+    vision_analyzed_topic,
 )
 
 log = logging.getLogger(__name__)
@@ -126,6 +128,9 @@ class Router(Service):
     async def on_start(self) -> None:
         self.consumer = group_consumer(GROUP)
         await self.consumer.start()
+        for topic in (albums_parsed_topic, vision_analyzed_topic):
+            await topic.maybe_declare()
+        await wait_for_partitions(self.consumer, list(ROUTES))
         self.consumer.subscribe(list(ROUTES))
         self._task = asyncio.ensure_future(self._run())
 

@@ -31,7 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from mode import Service
 
-from agents.direct import group_consumer, stop_loop
+from agents.direct import group_consumer, stop_loop, wait_for_partitions
 from streams.app import app
 from streams.metrics import relay_published_total, relay_skipped_total
 from streams.settings import settings
@@ -75,6 +75,7 @@ class AssembledRelay(Service):
         await self._declare_topics()
         self.consumer = group_consumer(GROUP, isolation_level="read_committed")
         await self.consumer.start()
+        await wait_for_partitions(self.consumer, [OUTBOX])
         self.consumer.subscribe([OUTBOX], listener=_Rebalance(self))
         self._task = asyncio.ensure_future(self._run())
 
