@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import text
 
 from storage.postgres.ingest import IngestStore
-from storage.s3 import S3Storage
 from storage.telegram.albums import album_id_for
 from storage.telegram.client import TelethonSource
 from storage.telegram.ingestor import Ingestor
@@ -22,6 +21,7 @@ from storage.telegram.outbox import DeadLetters, OutboxPublisher, ingest_produce
 from storage.telegram.samples import input_channel_peer, photo_message, text_message
 from streams.kafka_io import read_topic
 from streams.settings import Settings
+from tests.e2e.sinks_support import s3_storage
 from tests.telegram_fake import FakeTelegramClient
 
 pytestmark = pytest.mark.integration
@@ -53,13 +53,7 @@ async def rig(
     client.add_channel(channel)
     metrics = IngestMetrics()
     store = IngestStore(postgres_url, f"t{unique}")
-    s3 = S3Storage(
-        s3_settings.s3_endpoint_url,
-        s3_settings.s3_bucket,
-        s3_settings.s3_access_key,
-        s3_settings.s3_secret_key.get(),
-        s3_settings.s3_region,
-    )
+    s3 = s3_storage(s3_settings)
     producer = ingest_producer(kafka)
     await store.start()
     await s3.start()
