@@ -439,22 +439,11 @@ class IngestStore:
             )
             return bool(res.rowcount)
 
-    async def album_message_ids(self, channel_id: int, grouped_id: int) -> list[int]:
-        """Message ids stored for an album (to fetch its neighbourhood after a deletion)."""
-        async with self._tx("album_message_ids") as conn:
-            rows = await conn.execute(
-                text(
-                    "SELECT message_id FROM posts WHERE channel_id = :c AND grouped_id = :g "
-                    "ORDER BY message_id"
-                ),
-                {"c": channel_id, "g": grouped_id},
-            )
-            return [int(r[0]) for r in rows]
-
     async def stored_parts(
         self, channel_id: int, grouped_id: int
     ) -> dict[int, tuple[datetime | None, bool]]:
-        """message id → (edit date, deleted) of the parts stored for an album."""
+        """message id → (edit date, deleted) of the parts stored for an album (its known ids
+        widen the neighbourhood fetch after a deletion; replays compare with the rest)."""
         async with self._tx("stored_parts") as conn:
             rows = await conn.execute(
                 text(

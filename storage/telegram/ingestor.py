@@ -146,7 +146,7 @@ class Ingestor:
     async def _fetch_parts(
         self, channel_id: int, grouped_id: int, ids: set[int]
     ) -> list[types.Message] | None:
-        known = await self.store.album_message_ids(channel_id, grouped_id)
+        known = await self.store.stored_parts(channel_id, grouped_id)
         messages = await self.source.fetch_window(channel_id, fetch_window(ids | set(known)))
         try:
             return album_parts(messages, grouped_id)
