@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.cli import option
 from faust.cli.faust import cli
@@ -21,7 +21,7 @@ from streams.app import app
 from streams.dlq_replay import replay_dlq
 from streams.generator import GeneratorConfig, generate
 from streams.ingest import ingest
-from streams.kafka_io import produce
+from streams.kafka_io import produce, topic_partitions
 from streams.settings import redact_url, settings
 from streams.showcase import await_albums as await_albums_in_stores
 from streams.showcase import ingested_albums, vision_for_ingested
@@ -189,14 +189,10 @@ async def describe(self: Any, topic: str) -> None:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic)
-        if parts is None:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic)
-        if not parts:
+        tps = await topic_partitions(consumer, topic)
+        if not tps:
             _out(f"no topic {topic!r}")
             return
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
         begin = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
         for tp in tps:
@@ -218,11 +214,7 @@ async def tail(self: Any, topic: str, n: int, follow: bool) -> None:
     )
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic)
-        if parts is None:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = await topic_partitions(consumer, topic)
         consumer.assign(tps)
         end = await consumer.end_offsets(tps)
         for tp in tps:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas.dlq import DlqRecord
 from schemas.validation import InvalidEvent
+from streams.kafka_io import topic_partitions
 from streams.settings import SINK_NAMES
 
 
@@ -50,11 +51,7 @@ async def replay_dlq(
     await producer.start()
     counts = {"replayed": 0, "skipped": 0, "bad": 0}
     try:
-        parts = consumer.partitions_for_topic(dlq_topic)
-        if parts is None:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(dlq_topic) or set()
-        tps = [TopicPartition(dlq_topic, p) for p in sorted(parts)]
+        tps = await topic_partitions(consumer, dlq_topic)
         if not tps:
             return counts
         consumer.assign(tps)

@@ -20,13 +20,13 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from tqdm import tqdm
 
 from streams.generator import Record
-from streams.kafka_io import produce
+from streams.kafka_io import produce, topic_partitions
 
 _WORD = re.compile(r"\w{4,}", re.UNICODE)
 
@@ -136,11 +136,7 @@ async def await_albums(
     deadline = time.monotonic() + wait_seconds
     last_line = 0.0
     try:
-        parts = consumer.partitions_for_topic(assembled_topic)
-        if parts is None:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(assembled_topic) or set()
-        tps = [TopicPartition(assembled_topic, p) for p in sorted(parts)]
+        tps = await topic_partitions(consumer, assembled_topic)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
