@@ -1,4 +1,9 @@
-"""The events of the wire contract as typed, frozen dataclasses (no Faust, no I/O)."""
+"""The events of the wire contract as typed, frozen dataclasses (no Faust, no I/O).
+
+Events are validated once, at the edge (schemas/validation.py); internal messages and table
+state carry `to_dict()` output of validated events, and `from_dict()` reads it back without
+checking it again.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +39,18 @@ class AlbumItem:
             "sha256": self.sha256,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlbumItem:
+        """From `to_dict()` output that was validated before (no checks: see module doc)."""
+        return cls(
+            post_id=d["post_id"],
+            position=d["position"],
+            media_kind=d["media_kind"],
+            message_id=d.get("message_id"),
+            media_object_id=d.get("media_object_id"),
+            sha256=d.get("sha256"),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class AlbumParsed:
@@ -65,6 +82,23 @@ class AlbumParsed:
             "parsed_at": self.parsed_at,
             "items": [i.to_dict() for i in self.items],
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlbumParsed:
+        """From `to_dict()` output that was validated before (no checks: see module doc)."""
+        return cls(
+            album_id=d["album_id"],
+            tenant_id=d["tenant_id"],
+            channel_id=d["channel_id"],
+            grouped_id=d["grouped_id"],
+            items=tuple(AlbumItem.from_dict(i) for i in d["items"]),
+            event_id=d.get("event_id") or "",
+            posted_at=d.get("posted_at"),
+            caption_text=d.get("caption_text"),
+            cover_media_id=d.get("cover_media_id"),
+            parsed_at=d.get("parsed_at"),
+            schema=d.get("schema") or ALBUMS_PARSED_V1,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +172,22 @@ class VisionAnalyzed:
         if self.grouped_id is not None or not self.in_album:
             d["grouped_id"] = self.grouped_id
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VisionAnalyzed:
+        """From `to_dict()` output that was validated before (no checks: see module doc)."""
+        return cls(
+            post_id=d["post_id"],
+            tenant_id=d["tenant_id"],
+            vision=Vision.from_dict(d["vision"]),
+            event_id=d.get("event_id") or "",
+            album_id=d.get("album_id"),
+            grouped_id=d.get("grouped_id"),
+            channel_id=d.get("channel_id"),
+            analyzed_at=d.get("analyzed_at"),
+            in_album=not ("grouped_id" in d and d["grouped_id"] is None and "album_id" not in d),
+            schema=d.get("schema") or VISION_ANALYZED_V1,
+        )
 
 
 @dataclass(frozen=True, slots=True)

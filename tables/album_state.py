@@ -19,7 +19,7 @@ from schemas.events import (
     Vision,
     VisionAnalyzed,
 )
-from schemas.validation import InvalidEvent, validate_album_parsed, validate_vision_analyzed
+from schemas.validation import InvalidEvent
 from tables import aggregation
 
 COMPLETE = "complete"
@@ -105,17 +105,20 @@ class AlbumState:
             "emitted_at": self.emitted_at,
             "dirty": self.dirty,
             "partition": self.partition,
+            # read alone when the due index is rebuilt (no decoding of the whole state)
+            "due": self.next_due(),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AlbumState:
+        """From `to_dict()` output; its events were validated before they were stored."""
         return cls(
             album_id=int(d["album_id"]),
             created_at=float(d["created_at"]),
             expire_at=float(d["expire_at"]),
-            album=None if d.get("album") is None else validate_album_parsed(d["album"]),
+            album=None if d.get("album") is None else AlbumParsed.from_dict(d["album"]),
             vision={
-                int(pid): VisionEntry(validate_vision_analyzed(e["event"]), float(e["received_at"]))
+                int(pid): VisionEntry(VisionAnalyzed.from_dict(e["event"]), float(e["received_at"]))
                 for pid, e in (d.get("vision") or {}).items()
             },
             parsed_at=d.get("parsed_at"),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from schemas.events import VisionAnalyzed
-from schemas.validation import InvalidEvent, validate_vision_analyzed
+from schemas.validation import InvalidEvent
 
 MAX_PENDING = 16
 
@@ -52,17 +52,20 @@ class PostEntry:
                 {"event": p.event.to_dict(), "received_at": p.received_at} for p in self.pending
             ],
             "partition": self.partition,
+            # read alone when the due index is rebuilt
+            "due": self.next_due(),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PostEntry:
+        """From `to_dict()` output; its events were validated before they were stored."""
         return cls(
             post_id=int(d["post_id"]),
             expire_at=float(d["expire_at"]),
             album_id=d.get("album_id"),
             tenant_id=d.get("tenant_id"),
             pending=tuple(
-                PendingVision(validate_vision_analyzed(p["event"]), float(p["received_at"]))
+                PendingVision(VisionAnalyzed.from_dict(p["event"]), float(p["received_at"]))
                 for p in d.get("pending") or ()
             ),
             partition=d.get("partition"),
