@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 import orjson
 from faust import StreamT
 
-from agents.dlq import dead_letter_vision, send_dead_letter
-from schemas.validation import (
-    InvalidEvent,
-    validate_album_parsed,
-    validate_vision_analyzed,
-)
+from agents.direct import Message
+from agents.dlq import dead_letter_message, vision_dead_letter
+from agents.keyed import KeyedBatch, KeyedDriver, internal
+from schemas.events import AlbumAssembled, AlbumParsed, VisionAnalyzed
+from schemas.validation import InvalidEvent
 from streams import metrics
 from streams.app import app
 from streams.settings import settings
-from streams.topics import album_assembled_topic, album_events_topic, outbox_topic
+from streams.topics import ALBUM_ASSEMBLED, OUTBOX, album_events_topic
 from tables.album_state import (
     AlbumState,
     AssemblyPolicy,
@@ -31,19 +28,9 @@ from tables.album_state import (
     on_time,
 )
 from tables.declarations import album_state
-from tables.due import DueIndex
 
 log = logging.getLogger(__name__)
 
-policy = AssemblyPolicy(
-    deadline_seconds=settings.album_deadline_seconds,
-    retention_seconds=settings.album_state_retention_seconds,
-)
-due = DueIndex()
-# albums of this worker's partitions not assembled yet (derived like `due`, for health/metrics)
-in_progress: set[str] = set()
-# set when the agent's loop starts (health: "running")
-started_at: float | None = None
 TOPIC = album_events_topic.get_topic_name()
 
 
@@ -51,80 +38,134 @@ def _assigned() -> frozenset[int]:
     return frozenset(tp.partition for tp in app.consumer.assignment() if tp.topic == TOPIC)
 
 
-def _rebuild_due_index(assignment: frozenset[int]) -> None:
-    """After a rebalance: derive deadlines and expiries from the table this worker now owns."""
-    t0 = time.monotonic()
-    due.clear(assignment)
-    in_progress.clear()
-    for key, raw in album_state.items():
-        st = AlbumState.from_dict(raw)
-        if st.partition is not None:
-            due.set(st.partition, key, st.next_due())
-        if st.version == 0:
-            in_progress.add(key)
-    metrics.albums_in_progress.set(len(in_progress))
-    metrics.album_state_size.set(len(due))
-    log.info(
-        "assembler: %d album states on partitions %s indexed in %.2fs",
-        len(due),
-        sorted(assignment),
-        time.monotonic() - t0,
-    )
-
-
-async def _emit(outcome: Outcome) -> None:
-    assert outcome.emit is not None
-    t0 = time.perf_counter()
-    body = orjson.dumps(outcome.emit.to_dict())
-    # Wait for the broker before the table write that records the emission: Faust writes the
-    # changelog at once, so a delayed send could be lost by a crash in between.
+def emission(album: AlbumAssembled) -> Message:
+    """album.assembled, or under exactly_once the outbox the relay publishes it from."""
+    body = orjson.dumps(album.to_dict())
     if settings.exactly_once:
-        # the relay publishes it to album.assembled exactly once (see agents/relay.py)
-        fut = await outbox_topic.send(key=str(outcome.emit.album_id), value=body, force=True)
-    else:
-        fut = await album_assembled_topic.send(
-            key=str(outcome.emit.album_id).encode(), value=body, force=True
+        # the outbox's keys are JSON, like the internal topics (see agents/relay.py)
+        return (OUTBOX, orjson.dumps(str(album.album_id)), body, None)
+    return (ALBUM_ASSEMBLED, str(album.album_id).encode(), body, None)
+
+
+class AssemblerLogic:
+    """album-events commands over `album_state` (the transitions are tables/album_state.py)."""
+
+    stage = "assembler"
+
+    def __init__(self, policy: AssemblyPolicy) -> None:
+        self.policy = policy
+        #: albums of this worker's partitions not assembled yet (health and metrics)
+        self.in_progress: set[str] = set()
+
+    def decode(self, raw: dict[str, Any]) -> AlbumState:
+        return AlbumState.from_dict(raw)
+
+    def encode(self, state: AlbumState) -> dict[str, Any]:
+        return state.to_dict()
+
+    def due_of(self, raw: dict[str, Any]) -> tuple[int | None, float | None]:
+        due = raw["due"] if "due" in raw else AlbumState.from_dict(raw).next_due()
+        return raw.get("partition"), due
+
+    def reset_index(self) -> None:
+        self.in_progress.clear()
+
+    def indexed(self, key: str, raw: dict[str, Any] | None) -> None:
+        if raw is not None and raw.get("version", 0) == 0:
+            self.in_progress.add(key)
+        else:
+            self.in_progress.discard(key)
+
+    def handle(
+        self, batch: KeyedBatch[AlbumState], key: Any, msg: dict[str, Any], now: float
+    ) -> None:
+        kind = msg.get("type")
+        if kind == "parsed":
+            # validated by the router: internal messages carry validated events
+            album = internal(AlbumParsed.from_dict, msg, "album")
+            key = str(album.album_id)
+            t0 = time.perf_counter()
+            outcome = apply_parsed(batch.get(key), album, now, self.policy)
+            self._apply(batch, key, outcome, t0)
+        elif kind == "vision":
+            vision = internal(VisionAnalyzed.from_dict, msg, "event")
+            if vision.album_id is None:
+                raise InvalidEvent(
+                    "missing_field", "vision event reached the assembler without album_id"
+                )
+            key = str(vision.album_id)
+            t0 = time.perf_counter()
+            outcome = apply_vision(batch.get(key), vision, now, self.policy)
+            self._apply(batch, key, outcome, t0)
+        else:
+            raise InvalidEvent("unknown_command", f"album-events message type {kind!r}")
+
+    def on_due(self, batch: KeyedBatch[AlbumState], key: str, now: float) -> None:
+        state = batch.get(key)
+        if state is not None:
+            t0 = time.perf_counter()
+            self._apply(batch, key, on_time(state, now, self.policy), t0)
+
+    def _apply(
+        self, batch: KeyedBatch[AlbumState], key: str, outcome: Outcome, started: float
+    ) -> None:
+        for event, error in outcome.rejected:
+            batch.send(vision_dead_letter(event, self.stage, error))
+        if outcome.emit is not None:
+            # the transition and the aggregation of the album's vision
+            metrics.album_aggregation_duration_ms.observe((time.perf_counter() - started) * 1000)
+            album = outcome.emit
+            message = emission(album)
+            batch.send(message, lambda: _count_emission(album, len(message[2])))
+        if not outcome.changed:
+            return
+        if outcome.state is None:
+            batch.delete(key)
+            metrics.album_state_expired_total.inc()
+        else:
+            batch.put(key, replace(outcome.state, partition=batch.partition))
+
+    def dead_letter(
+        self, key: Any, msg: dict[str, Any], partition: int, offset: int, error: BaseException
+    ) -> Message:
+        kind = msg.get("type")
+        origin = msg.get("origin") or {}
+        payload = msg.get("album") if kind == "parsed" else msg.get("event")
+        return dead_letter_message(
+            key=None if key is None else str(key).encode(),
+            value=orjson.dumps(payload if payload is not None else msg),
+            source_topic=origin.get("topic", TOPIC),
+            source_partition=origin.get("partition", partition),
+            source_offset=origin.get("offset", offset),
+            stage=self.stage,
+            error=error,
         )
-    await fut
-    a = outcome.emit
-    metrics.albums_assembled_total.labels(status=a.status).inc()
-    metrics.album_assembly_lag_seconds.observe(a.assembly_lag_seconds)
-    metrics.album_items_count.labels(status=a.status).observe(a.items_count)
-    metrics.album_vision_summary_size_bytes.observe(len(body))
-    metrics.album_aggregation_duration_ms.observe((time.perf_counter() - t0) * 1000)
+
+
+def _count_emission(album: AlbumAssembled, size: int) -> None:
+    metrics.albums_assembled_total.labels(status=album.status).inc()
+    metrics.album_assembly_lag_seconds.observe(album.assembly_lag_seconds)
+    metrics.album_items_count.labels(status=album.status).observe(album.items_count)
+    metrics.album_vision_summary_size_bytes.observe(size)
     metrics.assembled_rate.add()
 
 
-async def _transition(
-    key: str, partition: int, step: Callable[[AlbumState | None], Outcome], *, create: bool
-) -> None:
-    raw = album_state.get(key)
-    if raw is None and not create:
-        due.discard(key)
-        return
-    before = None if raw is None else AlbumState.from_dict(raw)
-    outcome = step(before)
-    for event, error in outcome.rejected:
-        await dead_letter_vision(event, "assembler", error)
-    if outcome.emit is not None:
-        await _emit(outcome)
-    if not outcome.changed:
-        return
-    if outcome.state is None:
-        del album_state[key]
-        due.discard(key)
-        in_progress.discard(key)
-        metrics.album_state_expired_total.inc()
-    else:
-        st = replace(outcome.state, partition=partition)
-        album_state[key] = st.to_dict()
-        due.set(partition, key, st.next_due())
-        if st.version == 0:
-            in_progress.add(key)
-        else:
-            in_progress.discard(key)
-    metrics.albums_in_progress.set(len(in_progress))
-    metrics.album_state_size.set(len(due))
+logic = AssemblerLogic(
+    AssemblyPolicy(
+        deadline_seconds=settings.album_deadline_seconds,
+        retention_seconds=settings.album_state_retention_seconds,
+    )
+)
+driver = KeyedDriver(
+    logic,
+    album_state,
+    topic=TOPIC,
+    assignment=_assigned,
+    batch_size=settings.table_batch_size,
+    batch_seconds=settings.table_batch_seconds,
+    cache_size=settings.state_cache_size,
+    after_batch=lambda: record_gauges(),
+)
 
 
 @app.agent(album_events_topic, concurrency=1)
@@ -134,54 +175,10 @@ async def assembler(stream: StreamT[dict[str, Any]]) -> None:
     The only writer of `album_state`. Emits version 1 `complete` when every item has vision,
     `partial` at the deadline, version+1 when late vision changes an emitted album.
     """
-    global started_at
-    started_at = time.time()
-    async for event in stream.events():
-        assignment = _assigned()
-        if due.assignment != assignment:
-            _rebuild_due_index(assignment)
-        msg: dict[str, Any] = event.value if isinstance(event.value, dict) else {}
-        partition: int = event.message.partition
-        key = event.key
-        now = time.time()
-        kind = msg.get("type")
-        try:
-            if kind == "tick":
-                for k in due.pop_due(partition, now):
-                    await _transition(
-                        k, partition, partial(on_time, now=now, policy=policy), create=False
-                    )
-            elif kind == "parsed":
-                album = validate_album_parsed(msg["album"])
-                await _transition(
-                    str(album.album_id),
-                    partition,
-                    partial(apply_parsed, album=album, now=now, policy=policy),
-                    create=True,
-                )
-            elif kind == "vision":
-                vision = validate_vision_analyzed(msg["event"])
-                await _transition(
-                    str(vision.album_id),
-                    partition,
-                    partial(apply_vision, event=vision, now=now, policy=policy),
-                    create=True,
-                )
-            else:
-                raise InvalidEvent("unknown_command", f"album-events message type {kind!r}")
-        except Exception as exc:
-            # Never let one event kill the agent: it goes to the DLQ with its origin.
-            if not isinstance(exc, InvalidEvent):
-                log.exception("assembler failed on %r", key)
-            origin = msg.get("origin") or {}
-            payload = msg.get("album") if kind == "parsed" else msg.get("event")
-            await send_dead_letter(
-                key=None if key is None else str(key).encode(),
-                value=orjson.dumps(payload if payload is not None else msg),
-                source_topic=origin.get("topic", TOPIC),
-                source_partition=origin.get("partition", partition),
-                source_offset=origin.get("offset", event.message.offset),
-                stage="assembler",
-                error=exc,
-                wait=True,
-            )
+    await driver.run(stream)
+
+
+def record_gauges() -> None:
+    """albums_in_progress and album_state_entries from the driver's indexes."""
+    metrics.albums_in_progress.set(len(logic.in_progress))
+    metrics.album_state_size.set(len(driver.due))

@@ -28,6 +28,9 @@ from streams.settings import settings
 
 log = logging.getLogger(__name__)
 
+#: (topic, key, value, partition): a message for the direct producer (partition None: by key)
+Message = tuple[str, bytes | None, bytes, int | None]
+
 
 @app.service
 class DirectSender(Service):
@@ -67,9 +70,7 @@ class DirectSender(Service):
             await producer.stop()
 
 
-async def send_direct(
-    messages: Sequence[tuple[str, bytes | None, bytes, int | None]],
-) -> None:
+async def send_direct(messages: Sequence[Message]) -> None:
     """Send (topic, key, value, partition) messages and return once the broker has them all."""
     producer = await DirectSender.get_producer()
     futures = [

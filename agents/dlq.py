@@ -6,7 +6,7 @@ import logging
 
 import orjson
 
-from agents.direct import send_direct
+from agents.direct import Message, send_direct
 from schemas.dlq import DlqRecord, dead_letter
 from schemas.events import VisionAnalyzed
 from streams.metrics import dlq_events_total
@@ -26,6 +26,45 @@ def note_dead_letter(record: DlqRecord) -> None:
         record.source_offset,
         record.error_type,
         record.error_message,
+    )
+
+
+def dead_letter_message(
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    source_topic: str,
+    source_partition: int | None,
+    source_offset: int | None,
+    stage: str,
+    error: BaseException,
+    attempts: int = 1,
+) -> Message:
+    """A DLQ record as a message for a batch's sends (counted and logged here)."""
+    record = dead_letter(
+        key=key,
+        value=value,
+        source_topic=source_topic,
+        source_partition=source_partition,
+        source_offset=source_offset,
+        stage=stage,
+        error=error,
+        attempts=attempts,
+    )
+    note_dead_letter(record)
+    return (dlq_topic.get_topic_name(), key, record.encode(), None)
+
+
+def vision_dead_letter(event: VisionAnalyzed, stage: str, error: BaseException) -> Message:
+    """A vision event rejected after routing, re-encoded to the contract (replayable)."""
+    return dead_letter_message(
+        key=str(event.post_id).encode(),
+        value=orjson.dumps(event.to_dict()),
+        source_topic=VISION_ANALYZED,
+        source_partition=None,
+        source_offset=None,
+        stage=stage,
+        error=error,
     )
 
 
@@ -66,13 +105,4 @@ async def send_dead_letter(
 
 async def dead_letter_vision(event: VisionAnalyzed, stage: str, error: BaseException) -> None:
     """A vision event rejected after routing: re-encoded to the contract, replayable."""
-    await send_dead_letter(
-        key=str(event.post_id).encode(),
-        value=orjson.dumps(event.to_dict()),
-        source_topic=VISION_ANALYZED,
-        source_partition=None,
-        source_offset=None,
-        stage=stage,
-        error=error,
-        wait=True,
-    )
+    await send_direct([vision_dead_letter(event, stage, error)])

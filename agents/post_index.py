@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 import orjson
 from faust import StreamT
 
-from agents.dlq import dead_letter_vision, send_dead_letter
-from schemas.validation import InvalidEvent, validate_vision_analyzed
+from agents.direct import Message
+from agents.dlq import dead_letter_message, vision_dead_letter
+from agents.keyed import KeyedBatch, KeyedDriver, internal
+from schemas.events import VisionAnalyzed
+from schemas.validation import InvalidEvent
 from streams import metrics
 from streams.app import app
 from streams.settings import settings
 from streams.topics import album_events_topic, post_events_topic
 from tables.declarations import post_index
-from tables.due import DueIndex
 from tables.post_index import IndexOutcome, PostEntry, apply_index, apply_vision, on_time
 
 log = logging.getLogger(__name__)
 
-due = DueIndex()
 TOPIC = post_events_topic.get_topic_name()
+ALBUM_EVENTS = album_events_topic.get_topic_name()
 RETENTION = settings.album_state_retention_seconds
 
 
@@ -33,43 +32,97 @@ def _assigned() -> frozenset[int]:
     return frozenset(tp.partition for tp in app.consumer.assignment() if tp.topic == TOPIC)
 
 
-def _rebuild_due_index(assignment: frozenset[int]) -> None:
-    due.clear(assignment)
-    for key, raw in post_index.items():
-        entry = PostEntry.from_dict(raw)
-        if entry.partition is not None:
-            due.set(entry.partition, key, entry.next_due())
-    log.info("post index: %d entries on partitions %s", len(due), sorted(assignment))
+class PostIndexLogic:
+    """post-events commands over `post_index` (the transitions are tables/post_index.py)."""
 
+    stage = "post_index"
 
-async def _transition(
-    key: str, partition: int, step: Callable[[PostEntry | None], IndexOutcome], *, create: bool
-) -> None:
-    raw = post_index.get(key)
-    if raw is None and not create:
-        due.discard(key)
-        return
-    outcome = step(None if raw is None else PostEntry.from_dict(raw))
-    metrics.post_index_events_total.labels(status=outcome.note).inc()
-    for event, error in outcome.rejected:
-        await dead_letter_vision(event, "post_index", error)
-    for event in outcome.forward:
-        message = {"type": "vision", "event": event.to_dict()}
-        if outcome.changed:
-            # released from the buffer: must reach the broker before the buffer is cleared
-            fut = await album_events_topic.send(key=str(event.album_id), value=message, force=True)
-            await fut
+    def decode(self, raw: dict[str, Any]) -> PostEntry:
+        return PostEntry.from_dict(raw)
+
+    def encode(self, state: PostEntry) -> dict[str, Any]:
+        return state.to_dict()
+
+    def due_of(self, raw: dict[str, Any]) -> tuple[int | None, float | None]:
+        due = raw["due"] if "due" in raw else PostEntry.from_dict(raw).next_due()
+        return raw.get("partition"), due
+
+    def reset_index(self) -> None:
+        pass
+
+    def indexed(self, key: str, raw: dict[str, Any] | None) -> None:
+        pass
+
+    def handle(
+        self, batch: KeyedBatch[PostEntry], key: Any, msg: dict[str, Any], now: float
+    ) -> None:
+        kind = msg.get("type")
+        if kind == "index":
+            post_id = msg["post_id"]
+            key = str(post_id)
+            outcome = apply_index(
+                batch.get(key),
+                post_id=post_id,
+                album_id=msg["album_id"],
+                tenant_id=msg["tenant_id"],
+                now=now,
+                retention_seconds=RETENTION,
+            )
+        elif kind == "vision":
+            # validated by the router: internal messages carry validated events
+            vision = internal(VisionAnalyzed.from_dict, msg, "event")
+            key = str(vision.post_id)
+            outcome = apply_vision(batch.get(key), vision, now=now, retention_seconds=RETENTION)
         else:
-            await album_events_topic.send(key=str(event.album_id), value=message)
-    if not outcome.changed:
-        return
-    if outcome.entry is None:
-        del post_index[key]
-        due.discard(key)
-    else:
-        entry = replace(outcome.entry, partition=partition)
-        post_index[key] = entry.to_dict()
-        due.set(partition, key, entry.next_due())
+            raise InvalidEvent("unknown_command", f"post-events message type {kind!r}")
+        self._apply(batch, key, outcome)
+
+    def on_due(self, batch: KeyedBatch[PostEntry], key: str, now: float) -> None:
+        entry = batch.get(key)
+        if entry is not None:
+            self._apply(batch, key, on_time(entry, now))
+
+    def _apply(self, batch: KeyedBatch[PostEntry], key: str, outcome: IndexOutcome) -> None:
+        metrics.post_index_events_total.labels(status=outcome.note).inc()
+        for event, error in outcome.rejected:
+            batch.send(vision_dead_letter(event, self.stage, error))
+        for event in outcome.forward:
+            # JSON-encoded str key, as Faust encodes the keys of album_state
+            value = orjson.dumps({"type": "vision", "event": event.to_dict()})
+            batch.send((ALBUM_EVENTS, orjson.dumps(str(event.album_id)), value, None))
+        if not outcome.changed:
+            return
+        if outcome.entry is None:
+            batch.delete(key)
+        else:
+            batch.put(key, replace(outcome.entry, partition=batch.partition))
+
+    def dead_letter(
+        self, key: Any, msg: dict[str, Any], partition: int, offset: int, error: BaseException
+    ) -> Message:
+        origin = msg.get("origin") or {}
+        payload = msg.get("event") if msg.get("type") == "vision" else msg
+        return dead_letter_message(
+            key=None if key is None else str(key).encode(),
+            value=orjson.dumps(payload),
+            source_topic=origin.get("topic", TOPIC),
+            source_partition=origin.get("partition", partition),
+            source_offset=origin.get("offset", offset),
+            stage=self.stage,
+            error=error,
+        )
+
+
+logic = PostIndexLogic()
+driver = KeyedDriver(
+    logic,
+    post_index,
+    topic=TOPIC,
+    assignment=_assigned,
+    batch_size=settings.table_batch_size,
+    batch_seconds=settings.table_batch_seconds,
+    cache_size=settings.state_cache_size,
+)
 
 
 @app.agent(post_events_topic, concurrency=1)
@@ -79,56 +132,4 @@ async def post_indexer(stream: StreamT[dict[str, Any]]) -> None:
     The only writer of `post_index`. A vision event whose post is indexed goes on to its album
     at once; one that arrives before its index entry waits in the entry until it comes.
     """
-    async for event in stream.events():
-        assignment = _assigned()
-        if due.assignment != assignment:
-            _rebuild_due_index(assignment)
-        msg: dict[str, Any] = event.value if isinstance(event.value, dict) else {}
-        partition: int = event.message.partition
-        key = event.key
-        now = time.time()
-        kind = msg.get("type")
-        try:
-            if kind == "tick":
-                for k in due.pop_due(partition, now):
-                    await _transition(k, partition, partial(on_time, now=now), create=False)
-            elif kind == "index":
-                post_id, album_id, tenant_id = msg["post_id"], msg["album_id"], msg["tenant_id"]
-                await _transition(
-                    str(post_id),
-                    partition,
-                    partial(
-                        apply_index,
-                        post_id=post_id,
-                        album_id=album_id,
-                        tenant_id=tenant_id,
-                        now=now,
-                        retention_seconds=RETENTION,
-                    ),
-                    create=True,
-                )
-            elif kind == "vision":
-                vision = validate_vision_analyzed(msg["event"])
-                await _transition(
-                    str(vision.post_id),
-                    partition,
-                    partial(apply_vision, event=vision, now=now, retention_seconds=RETENTION),
-                    create=True,
-                )
-            else:
-                raise InvalidEvent("unknown_command", f"post-events message type {kind!r}")
-        except Exception as exc:
-            if not isinstance(exc, InvalidEvent):
-                log.exception("post index failed on %r", key)
-            origin = msg.get("origin") or {}
-            payload = msg.get("event") if kind == "vision" else msg
-            await send_dead_letter(
-                key=None if key is None else str(key).encode(),
-                value=orjson.dumps(payload),
-                source_topic=origin.get("topic", TOPIC),
-                source_partition=origin.get("partition", partition),
-                source_offset=origin.get("offset", event.message.offset),
-                stage="post_index",
-                error=exc,
-                wait=True,
-            )
+    await driver.run(stream)

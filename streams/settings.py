@@ -175,6 +175,19 @@ class Settings:
     sink_backoff_max_seconds: float = _env(
         "SINK_BACKOFF_MAX_SECONDS", 30.0, doc="cap of one retry delay"
     )
+    table_batch_size: int = _env(
+        "TABLE_BATCH_SIZE", 1000, doc="events per batch of the table agents (assembler, index)"
+    )
+    table_batch_seconds: float = _env(
+        "TABLE_BATCH_SECONDS",
+        0.02,
+        doc="longest wait for a table agent's batch to fill (adds to the latency of each stage)",
+    )
+    state_cache_size: int = _env(
+        "STATE_CACHE_SIZE",
+        50_000,
+        doc="decoded table states kept in memory between batches, per table (0: none)",
+    )
     log_level: str = _env("LOG_LEVEL", "INFO", doc="log level of workers and tools")
 
     @classmethod
@@ -214,6 +227,10 @@ class Settings:
         unknown = set(self.sink_names) - set(SINK_NAMES)
         if unknown:
             raise SettingsError(f"SINKS: unknown {sorted(unknown)}; known: {list(SINK_NAMES)}")
+        if self.table_batch_size < 1 or self.table_batch_seconds <= 0 or self.state_cache_size < 0:
+            raise SettingsError(
+                "TABLE_BATCH_SIZE must be >= 1, TABLE_BATCH_SECONDS > 0, STATE_CACHE_SIZE >= 0"
+            )
         if self.sink_batch_size < 1 or self.sink_batch_seconds <= 0:
             raise SettingsError("SINK_BATCH_SIZE must be >= 1 and SINK_BATCH_SECONDS > 0")
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.ingest_tenant_id):

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents import assembler
 from agents.direct import kafka_connected
-from agents.ingest import Router
+from agents.ingest import router
 from agents.relay import AssembledRelay
 from agents.sinks import resources
 from streams.app import app
@@ -61,8 +61,8 @@ class HealthDetailed(View):
             "tasks": {
                 "album_assembler": assembler_health(ok),
                 "router": {
-                    "status": "running" if Router.routed or app.started else "starting",
-                    "records_routed": Router.routed,
+                    "status": "running" if router.routed or app.started else "starting",
+                    "records_routed": router.routed,
                 },
                 "assembled_relay": relay_health(),
             },
@@ -90,7 +90,7 @@ def backlog_size() -> int:
 
 def assembler_health(ready: bool) -> dict[str, Any]:
     """The seed's album_assembler health block, from this worker's view."""
-    running = bool(app.started) and assembler.started_at is not None
+    running = bool(app.started) and assembler.driver.started_at is not None
     connected = kafka_connected()
     status = "healthy" if ready and running and connected else "unhealthy"
     if status == "healthy" and app.rebalancing:
@@ -99,8 +99,8 @@ def assembler_health(ready: bool) -> dict[str, Any]:
         "status": status,
         "kafka_connected": connected,
         "running": running,
-        "albums_in_progress": len(assembler.in_progress),
-        "album_states": len(assembler.due),
+        "albums_in_progress": len(assembler.logic.in_progress),
+        "album_states": len(assembler.driver.due),
         "backlog_size": backlog_size() if app.started else None,
         "recent_assembly_rate": round(assembled_rate.rate(), 3),
         "deadline_seconds": settings.album_deadline_seconds,

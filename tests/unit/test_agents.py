@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -11,9 +11,11 @@ import pytest
 
 import agents.assembler as assembler_module
 import agents.post_index as post_index_module
-from schemas.events import AlbumAssembled
+from agents.direct import Message
+from schemas.dlq import DlqRecord
 from streams.app import app
 from streams.generator import GeneratorConfig, generate
+from streams.topics import ALBUM_ASSEMBLED, ALBUMS_DLQ, OUTBOX
 from tables.declarations import album_state, post_index
 
 # Tables keep their data in the app's store; for the test context that is memory, not RocksDB.
@@ -21,33 +23,31 @@ app.conf.store = "memory://"
 
 
 class Captured:
+    """What the table agents sent, by kind (the driver's send, at the producer's boundary)."""
+
     def __init__(self) -> None:
-        self.emitted: list[AlbumAssembled] = []
-        self.dead: list[dict[str, Any]] = []
+        self.emitted: list[dict[str, Any]] = []
+        self.dead: list[DlqRecord] = []
         self.forwarded: list[tuple[str, dict[str, Any]]] = []
+
+    async def send(self, messages: Sequence[Message]) -> None:
+        for topic, key, value, _ in messages:
+            if topic in (ALBUM_ASSEMBLED, OUTBOX):
+                self.emitted.append(orjson.loads(value))
+            elif topic == ALBUMS_DLQ:
+                self.dead.append(DlqRecord.decode(value))
+            else:
+                assert key is not None
+                self.forwarded.append((orjson.loads(key), orjson.loads(value)))
 
 
 @pytest.fixture
 def captured(monkeypatch: pytest.MonkeyPatch) -> Captured:
     c = Captured()
-
-    async def emit(outcome: Any) -> None:
-        c.emitted.append(outcome.emit)
-
-    async def dead_letter(**kwargs: Any) -> None:
-        c.dead.append(kwargs)
-
-    async def forward(key: str, value: dict[str, Any], force: bool = False) -> asyncio.Future[None]:
-        c.forwarded.append((key, value))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
     for module in (assembler_module, post_index_module):
-        monkeypatch.setattr(module, "_assigned", lambda: frozenset({0}))
-        monkeypatch.setattr(module, "send_dead_letter", dead_letter)
-    monkeypatch.setattr(assembler_module, "_emit", emit)
-    monkeypatch.setattr(post_index_module.album_events_topic, "send", forward)
+        monkeypatch.setattr(module.driver, "assignment", lambda: frozenset({0}))
+        monkeypatch.setattr(module.driver, "send", c.send)
+        module.driver.invalidate()
     album_state.data.clear()
     post_index.data.clear()
     return c
@@ -72,10 +72,10 @@ async def test_assembler_emits_each_album_once_whatever_the_order(captured: Capt
     async with assembler_module.assembler.test_context() as agent:
         for key, value in cmds:
             await agent.put(value, key=key)
-    emitted = sorted(captured.emitted, key=lambda a: a.album_id)
-    assert [a.album_id for a in emitted] == list(range(1, 21))
-    assert {(a.status, a.version) for a in emitted} == {("complete", 1)}
-    assert all(a.items_analyzed == a.items_count for a in emitted)
+    emitted = sorted(captured.emitted, key=lambda a: a["album_id"])
+    assert [a["album_id"] for a in emitted] == list(range(1, 21))
+    assert {(a["status"], a["version"]) for a in emitted} == {("complete", 1)}
+    assert all(a["items_analyzed"] == a["items_count"] for a in emitted)
     assert captured.dead == []
     # the table keeps every album, assembled
     assert len(album_state.data) == 20
@@ -98,9 +98,9 @@ async def test_assembler_dead_letters_a_bad_command_and_goes_on(captured: Captur
         await agent.put({"type": "parsed", "album": {"album_id": "x"}}, key="1")
         for key, value in cmds:
             await agent.put(value, key=key)
-    assert [d["stage"] for d in captured.dead] == ["assembler", "assembler"]
-    assert [type(d["error"]).__name__ for d in captured.dead] == ["InvalidEvent", "InvalidEvent"]
-    assert [a.album_id for a in captured.emitted] == [1]
+    assert [d.stage for d in captured.dead] == ["assembler", "assembler"]
+    assert [d.error_type for d in captured.dead] == ["unknown_command", "malformed_command"]
+    assert [a["album_id"] for a in captured.emitted] == [1]
 
 
 async def test_post_index_holds_vision_until_its_index_entry_arrives(captured: Captured) -> None:
