@@ -1,24 +1,25 @@
 """Ingest-side routing: validate external events, re-key them onto the internal topics.
 
-The router is stateless, so it runs as a plain aiokafka consumer loop (group `{APP_ID}-router`)
-rather than a Faust agent: it commits a partition's offset only after every message routed from
-it has been acknowledged by the broker. Faust agents at this place lost a few records at crash
-boundaries (their offsets committed, the records never routed: tests/e2e/test_crash.py); with
-this loop a crash can only repeat a batch, and everything downstream is idempotent.
+The router is stateless, so it runs on the stage loop (agents/stage.py, group
+`{APP_ID}-router`) rather than as a Faust agent: a batch's offsets are committed only after
+every message routed from it has been acknowledged by the broker. Faust agents at this place
+lost a few records at crash boundaries (their offsets committed, the records never routed:
+tests/e2e/test_crash.py); with this loop a crash can only repeat a batch, and everything
+downstream is idempotent.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 import orjson
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 from mode import Service
 
-from agents.direct import group_consumer, send_direct, stop_loop, wait_for_partitions
+from agents.direct import Message
 from agents.dlq import note_dead_letter
+from agents.stage import Batch, StageLoop
 from schemas.dlq import dead_letter
 from schemas.validation import InvalidEvent, decode_album_parsed, decode_vision_analyzed
 from streams.app import app
@@ -39,8 +40,6 @@ log = logging.getLogger(__name__)
 GROUP = f"{settings.app_id}-router"
 ALBUM_EVENTS = album_events_topic.get_topic_name()
 POST_EVENTS = post_events_topic.get_topic_name()
-
-Message = tuple[str, bytes | None, bytes, int | None]
 
 
 def _internal(topic: str, key: str, value: dict[str, Any]) -> Message:
@@ -119,50 +118,36 @@ def route_vision(record: ConsumerRecord[bytes, bytes]) -> list[Message]:
 ROUTES = {ALBUMS_PARSED: route_album, VISION_ANALYZED: route_vision}
 
 
+async def route_batch(batch: Batch) -> list[Message]:
+    """Every record of the batch, routed; sent together and committed once by the loop."""
+    return [m for tp, records in batch.items() for r in records for m in ROUTES[tp.topic](r)]
+
+
 class Router(Service):
     """Consumes the two external input topics and routes every record, at least once."""
 
-    #: health: records routed by this process
-    routed = 0
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stage = StageLoop(
+            name="router",
+            group_id=GROUP,
+            topics=list(ROUTES),
+            handle=route_batch,
+            beacon=self.beacon,
+        )
+
+    @property
+    def routed(self) -> int:
+        """health: records routed by this process"""
+        return self.stage.records
+
+    def on_init_dependencies(self) -> list[Service]:
+        return [self.stage]  # started after on_start has declared the topics
 
     async def on_start(self) -> None:
-        self.consumer = group_consumer(GROUP)
-        await self.consumer.start()
         for topic in (albums_parsed_topic, vision_analyzed_topic):
             await topic.maybe_declare()
-        await wait_for_partitions(self.consumer, list(ROUTES))
-        self.consumer.subscribe(list(ROUTES))
-        self._task = asyncio.ensure_future(self._run())
-
-    async def on_stop(self) -> None:
-        await stop_loop(getattr(self, "_task", None), getattr(self, "consumer", None))
-
-    async def _run(self) -> None:
-        while not self.should_stop:
-            try:
-                batch = await self.consumer.getmany(timeout_ms=500, max_records=1000)
-                for tp, records in batch.items():
-                    await self._route(tp, records)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # e.g. a commit refused after a rebalance: the new owner routes it again
-                log.exception("router: batch not committed; it will be routed again")
-                await asyncio.sleep(1.0)
-
-    async def _route(self, tp: TopicPartition, records: list[Any]) -> None:
-        route = ROUTES[tp.topic]
-        messages = [m for r in records for m in route(r)]
-        while True:
-            try:
-                await send_direct(messages)
-                break
-            except Exception:  # the broker is away: keep the batch, try again
-                log.exception("router: sending %d messages failed; retrying", len(messages))
-                await asyncio.sleep(1.0)
-        # only now is the batch's offset committed: a crash before this repeats the batch
-        await self.consumer.commit({tp: records[-1].offset + 1})
-        Router.routed += len(records)
 
 
-app.service(Router)
+router = Router()
+app.add_dependency(router)
