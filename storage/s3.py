@@ -172,21 +172,30 @@ class S3Storage:
         """Store an album.assembled event at its summary key unless a newer version is there.
 
         Returns False when the stored version is the same or higher (nothing written), so a
-        replay or an older version never overwrites. The put is conditional on what was read
-        (If-Match on its ETag, If-None-Match when there was nothing), so two writers racing
-        (a worker still retrying after its partitions moved) cannot put an older version last.
+        replay or an older version never overwrites. The first request is a put that only
+        creates (If-None-Match); the stored version is read only when the object exists. The
+        put after a read is conditional on it (If-Match on its ETag, If-None-Match when there
+        was nothing), so two writers racing (a worker still retrying after its partitions
+        moved) cannot put an older version last.
         """
         key = album_summary_key(str(event["tenant_id"]), int(event["album_id"]))
         version = int(event["version"])
+        metadata = {VERSION_META: str(version)}
+        # Most summaries are new: put first, with If-None-Match, and read only on a conflict
+        # (one request per album instead of a HEAD and a PUT).
+        try:
+            await self.put_json(key, dict(event), metadata=metadata, condition={"IfNoneMatch": "*"})
+            return True
+        except S3Error as exc:
+            if not exc.precondition_failed:
+                raise
         for _ in range(5):
             stored = await self._stored(key)
             if stored is not None and stored[0] >= version:
                 return False
             condition = {"IfNoneMatch": "*"} if stored is None else {"IfMatch": stored[1]}
             try:
-                await self.put_json(
-                    key, dict(event), metadata={VERSION_META: str(version)}, condition=condition
-                )
+                await self.put_json(key, dict(event), metadata=metadata, condition=condition)
                 return True
             except S3Error as exc:
                 if not exc.precondition_failed:
