@@ -19,11 +19,12 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from streams.generator import GeneratorConfig, generate
+from streams.generator import GeneratorConfig, Record, generate
 from streams.kafka_io import produce
 
 
@@ -38,6 +39,11 @@ class BenchResult:
     sinks: tuple[str, ...] = ()
     stored_seconds: float | None = None
     parked: int = 0
+    workers: int = 1
+    #: album.assembled records per second of the run, from their broker timestamps
+    timeline: tuple[int, ...] = ()
+    #: (sink, seconds until it had handled every album.assembled record)
+    sink_seconds: tuple[tuple[str, float], ...] = ()
 
     @property
     def stored_albums_per_second(self) -> float | None:
@@ -75,7 +81,7 @@ def _wait_healthy(port: int, proc: subprocess.Popen[bytes], within: float = 180)
 
 async def _count_assembled(
     servers: list[str], topic: str, albums: int, within: float
-) -> tuple[float, int, int]:
+) -> tuple[float, int, int, list[float]]:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=servers,
         isolation_level="read_committed",
@@ -85,6 +91,7 @@ async def _count_assembled(
     )
     await consumer.start()
     seen: set[int] = set()
+    stamps: list[float] = []
     total = 0
     deadline = time.monotonic() + within
     try:
@@ -95,16 +102,95 @@ async def _count_assembled(
                 for m in msgs:
                     total += 1
                     seen.add(orjson.loads(m.value)["album_id"])
-        return time.monotonic(), len(seen), total
+                    stamps.append(m.timestamp / 1000)
+        return time.monotonic(), len(seen), total, stamps
     finally:
         await consumer.stop()
 
 
-def _sinks_done(port: int, sinks: tuple[str, ...], records: int) -> tuple[bool, int]:
+def _sinks_handled(port: int, sinks: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    """(written, parked) of each sink, from the worker's /health/detailed."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/detailed", timeout=5) as r:
         state = orjson.loads(r.read())["sinks"]
-    handled = [state[s]["albums_written"] + state[s]["albums_parked"] for s in sinks]
-    return min(handled) >= records, sum(state[s]["albums_parked"] for s in sinks)
+    return {s: (state[s]["albums_written"], state[s]["albums_parked"]) for s in sinks}
+
+
+class _Workers:
+    """`count` worker processes of one app (own ports and data dirs), stopped by their pids."""
+
+    def __init__(self, env: dict[str, str], tmp: Path, count: int) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.ports: list[int] = []
+        self._logs = []
+        for i in range(count):
+            port = _free_port()
+            log = (tmp / f"worker-{i}.log").open("wb")
+            self._logs.append(log)
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "streams", "worker", "-l", "warn"],
+                    env={**env, "WEB_PORT": str(port), "DATA_DIR": str(tmp / f"data-{i}")},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+            self.ports.append(port)
+
+    def wait_healthy(self) -> None:
+        for port, proc in zip(self.ports, self.procs, strict=True):
+            _wait_healthy(port, proc)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        for log in self._logs:
+            log.close()
+
+
+def _bench_env(
+    servers: list[str], unique: str, guarantee: str, partitions: int, sinks: tuple[str, ...]
+) -> dict[str, str]:
+    prefix = f"bench-{unique}."
+    return {
+        **os.environ,
+        "APP_ID": f"bench-{unique}",
+        "TOPIC_PREFIX": prefix,
+        "KAFKA_BOOTSTRAP_SERVERS": ",".join(servers),
+        "TOPIC_PARTITIONS": str(partitions),
+        "PROCESSING_GUARANTEE": guarantee,
+        "LOG_LEVEL": "WARNING",
+        "SINKS": ",".join(sinks),
+    }
+
+
+def _generated(albums: int, seed: int, unique: str, shuffle: bool = True) -> Any:
+    return generate(
+        GeneratorConfig(
+            albums=albums,
+            seed=seed,
+            shuffle=shuffle,
+            album_id_share=0.5,
+            # fresh ids and tenant: the stores keep earlier runs, which would make writes no-ops
+            tenants=(f"bench{unique}",),
+            first_album_id=3 * 10**9 + int(unique[:6], 16) * 10_000,
+        )
+    )
+
+
+def _per_second(stamps: list[float], start: float) -> tuple[int, ...]:
+    if not stamps:
+        return ()
+    counts = [0] * (int(max(stamps) - start) + 1)
+    for t in stamps:
+        counts[max(0, int(t - start))] += 1
+    return tuple(counts)
 
 
 def run_assembler_benchmark(
@@ -114,67 +200,38 @@ def run_assembler_benchmark(
     partitions: int = 8,
     seed: int = 1,
     sinks: tuple[str, ...] = (),
+    workers: int = 1,
 ) -> BenchResult:
     """One isolated run (own topics, group, tenant and album ids); returns its figures."""
     unique = uuid.uuid4().hex[:8]
     prefix = f"bench-{unique}."
-    gen = generate(
-        GeneratorConfig(
-            albums=albums,
-            seed=seed,
-            shuffle=True,
-            album_id_share=0.5,
-            # fresh ids and tenant: the stores keep earlier runs, which would make writes no-ops
-            tenants=(f"bench{unique}",),
-            first_album_id=3 * 10**9 + int(unique[:6], 16) * 10_000,
-        )
-    )
+    gen = _generated(albums, seed, unique)
     asyncio.run(produce(servers, gen.records, topic_prefix=prefix))
-    port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {
-            **os.environ,
-            "APP_ID": f"bench-{unique}",
-            "TOPIC_PREFIX": prefix,
-            "KAFKA_BOOTSTRAP_SERVERS": ",".join(servers),
-            "TOPIC_PARTITIONS": str(partitions),
-            "PROCESSING_GUARANTEE": guarantee,
-            "WEB_PORT": str(port),
-            "DATA_DIR": str(Path(tmp) / "data"),
-            "LOG_LEVEL": "WARNING",
-            "SINKS": ",".join(sinks),
-        }
-        log = (Path(tmp) / "worker.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker", "-l", "warn"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        procs = _Workers(
+            _bench_env(servers, unique, guarantee, partitions, sinks), Path(tmp), workers
         )
         try:
-            _wait_healthy(port, proc)
-            t0 = time.monotonic()
-            t1, seen, total = asyncio.run(
+            procs.wait_healthy()
+            t0, wall0 = time.monotonic(), time.time()
+            t1, seen, total, stamps = asyncio.run(
                 _count_assembled(servers, prefix + "album.assembled", albums, within=900)
             )
             t2, parked = None, 0
+            sink_done: dict[str, float] = {}
             if sinks:
                 deadline = time.monotonic() + 1800
-                while time.monotonic() < deadline:
-                    done, parked = _sinks_done(port, sinks, total)
-                    if done:
-                        t2 = time.monotonic()
-                        break
+                while time.monotonic() < deadline and len(sink_done) < len(sinks):
+                    handled = _sinks_handled(procs.ports[0], sinks)
+                    for name, (written, parked_here) in handled.items():
+                        if name not in sink_done and written + parked_here >= total:
+                            sink_done[name] = time.monotonic() - t0
+                    parked = sum(p for _, p in handled.values())
                     time.sleep(0.2)
+                if len(sink_done) == len(sinks):
+                    t2 = t0 + max(sink_done.values())
         finally:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-            log.close()
+            procs.stop()
     if seen < albums:
         raise RuntimeError(f"only {seen} of {albums} albums assembled")
     return BenchResult(
@@ -187,4 +244,179 @@ def run_assembler_benchmark(
         sinks=sinks,
         stored_seconds=None if t2 is None else t2 - t0,
         parked=parked,
+        workers=workers,
+        timeline=_per_second(stamps, wall0),
+        sink_seconds=tuple(sorted(sink_done.items())),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyResult:
+    guarantee: str
+    rate: float
+    albums: int
+    #: seconds from an album's last input event to its album.assembled record, sorted
+    latencies: tuple[float, ...]
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        i = min(len(self.latencies) - 1, max(0, round(q / 100 * len(self.latencies)) - 1))
+        return self.latencies[i]
+
+
+async def _paced_run(
+    servers: list[str], prefix: str, records: list[Record], rate: float, albums: int
+) -> list[float]:
+    last_sent: dict[int, float] = {}
+    assembled: dict[int, float] = {}
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=servers,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        metadata_max_age_ms=1000,
+    )
+    await consumer.start()
+    consumer.subscribe([prefix + "album.assembled"])
+
+    async def read() -> None:
+        deadline = time.monotonic() + 600
+        while len(assembled) < albums and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=100, max_records=5000)
+            for msgs in batch.values():
+                for m in msgs:
+                    album_id = orjson.loads(m.value)["album_id"]
+                    assembled.setdefault(album_id, m.timestamp / 1000)
+
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=servers, linger_ms=1, enable_idempotence=True)
+    await producer.start()
+
+    async def write() -> None:
+        t0 = time.monotonic()
+        pending = []
+        for i, r in enumerate(records):
+            ahead = i / rate - (time.monotonic() - t0)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+            pending.append(await producer.send(prefix + r.topic, key=r.key, value=r.value))
+            if r.album_id is not None:
+                last_sent[r.album_id] = time.time()
+        await asyncio.gather(*pending)
+
+    try:
+        await asyncio.gather(read(), write())
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return sorted(max(0.0, assembled[a] - last_sent[a]) for a in assembled if a in last_sent)
+
+
+def run_latency_benchmark(
+    servers: list[str], guarantee: str, rate: float, albums: int, partitions: int = 8, seed: int = 2
+) -> LatencyResult:
+    """Events at a steady `rate` (events/s) into a running worker: latency of each album from its
+    last input event to its album.assembled record (broker timestamps of one machine)."""
+    unique = uuid.uuid4().hex[:8]
+    prefix = f"bench-{unique}."
+    gen = _generated(albums, seed, unique, shuffle=False)
+
+    async def declare() -> None:
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [
+                    NewTopic(prefix + t, partitions, 1)
+                    for t in ("albums.parsed", "posts.vision.analyzed", "album.assembled")
+                ]
+            )
+        finally:
+            await admin.close()
+
+    asyncio.run(declare())
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = _Workers(_bench_env(servers, unique, guarantee, partitions, ()), Path(tmp), 1)
+        try:
+            procs.wait_healthy()
+            time.sleep(3)  # the router's and the agents' first assignment
+            latencies = asyncio.run(_paced_run(servers, prefix, list(gen.records), rate, albums))
+        finally:
+            procs.stop()
+    return LatencyResult(guarantee, rate, albums, tuple(latencies))
+
+
+@dataclass(frozen=True, slots=True)
+class PassthroughResult:
+    messages: int
+    seconds: float
+
+    @property
+    def messages_per_second(self) -> float:
+        return self.messages / self.seconds
+
+
+async def _passthrough(
+    servers: list[str], messages: int, partitions: int, value_size: int
+) -> PassthroughResult:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    unique = uuid.uuid4().hex[:8]
+    source, sink = f"bench-{unique}.pass-in", f"bench-{unique}.pass-out"
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, partitions, 1) for t in (source, sink)])
+    finally:
+        await admin.close()
+    value = b"x" * value_size
+    await produce(
+        servers,
+        (Record(source, str(i).encode(), value, kind="raw") for i in range(messages)),
+    )
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=servers,
+        group_id=f"bench-{unique}-pass",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=servers, enable_idempotence=True, linger_ms=5, max_batch_size=262144
+    )
+    await consumer.start()
+    await producer.start()
+    try:
+        consumer.subscribe([source])
+        done = 0
+        t0: float | None = None
+        while done < messages:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            if t0 is None and batch:
+                t0 = time.monotonic()
+            futures = [
+                await producer.send(sink, key=m.key, value=m.value)
+                for records in batch.values()
+                for m in records
+            ]
+            await asyncio.gather(*futures)
+            if batch:
+                await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
+            done += len(futures)
+        assert t0 is not None
+        return PassthroughResult(messages, time.monotonic() - t0)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def run_passthrough(
+    servers: list[str], messages: int = 200_000, partitions: int = 8, value_size: int = 400
+) -> PassthroughResult:
+    """The Python ceiling on this broker: raw aiokafka consume → produce → commit, batched."""
+    return asyncio.run(_passthrough(servers, messages, partitions, value_size))
