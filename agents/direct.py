@@ -57,7 +57,7 @@ class DirectSender(Service):
                 producer = AIOKafkaProducer(
                     bootstrap_servers=settings.bootstrap_servers,
                     enable_idempotence=True,
-                    linger_ms=2,
+                    linger_ms=5,
                 )
                 await producer.start()
                 cls.producer = producer
