@@ -1,7 +1,7 @@
 """Watches album.assembled as its consumers see it: counts by status, spots repeated event_ids.
 
-Besides the metrics, subscribing here puts album.assembled in the same co-partitioned group as
-the assembler's topics, which exactly_once needs (see agents.assembler._emission_partition).
+Under exactly_once it reads what the relay committed (the consumer is read_committed), so its
+duplicate counter shows what a downstream consumer would see.
 """
 
 from __future__ import annotations

@@ -168,6 +168,16 @@ driver = KeyedDriver(
 )
 
 
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types an async receiver too narrowly
+async def _on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    driver.invalidate()
+
+
+@app.on_partitions_assigned.connect  # type: ignore[arg-type]
+async def _on_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    driver.invalidate()
+
+
 @app.agent(album_events_topic, concurrency=1)
 async def assembler(stream: StreamT[dict[str, Any]]) -> None:
     """album-events (parsed albums, routed vision, ticks) → album_state → album.assembled.

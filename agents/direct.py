@@ -1,12 +1,10 @@
-"""Kafka clients outside Faust: the direct producer, and consumers of the aiokafka loops.
+"""Kafka clients outside Faust: the direct producer, and consumers of the stage loops.
 
-The direct producer is a plain idempotent producer whose sends are awaited (ticks and durable
-sends).
-Faust writes a table's changelog at once but publishes an agent's sends only when the source
-offset is committed. A send that a table write records (a forward that empties a buffer, a
-dead letter of buffered events) must reach the broker before that write, or a crash in between
-would lose it; such sends go through here and are awaited. At worst they repeat after a crash,
-and every consumer of them is idempotent.
+The direct producer is a plain idempotent producer whose sends are awaited: everything the
+table agents send (agents/keyed.py), the router's batches, ticks and dead letters. Faust writes
+a table's changelog at once, so a send that a table write records must reach the broker before
+that write, or a crash in between would lose it. At worst such sends repeat after a crash, and
+every consumer of them is idempotent.
 """
 
 from __future__ import annotations
@@ -18,9 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from faust.types import TopicT
 from mode import Service
 
 from streams.app import app
@@ -85,21 +81,6 @@ def kafka_connected(window: float = 15.0) -> bool:
     """True when the broker acknowledged this worker's sends (ticks at least) recently."""
     ok = DirectSender.kafka_ok_at
     return ok is not None and time.monotonic() - ok < window
-
-
-async def send_internal(
-    topic: TopicT, key: str, value: dict[str, Any], *, durable: bool = False
-) -> None:
-    """Send a JSON command to an internal topic, keyed like the table it feeds.
-
-    When `durable` (a table write follows that records the send) the send goes through the
-    direct producer and is awaited; otherwise it is attached to the current event and published
-    before its offset is committed (Faust's at-least-once path).
-    """
-    if durable:
-        await send_direct([(topic.get_topic_name(), orjson.dumps(key), orjson.dumps(value), None)])
-    else:
-        await topic.send(key=key, value=value)
 
 
 def group_consumer(group_id: str, **extra: Any) -> AIOKafkaConsumer:

@@ -101,8 +101,3 @@ async def send_dead_letter(
         await send_direct([(dlq_topic.get_topic_name(), key, record.encode(), None)])
     else:
         await dlq_topic.send(key=key, value=record.encode())
-
-
-async def dead_letter_vision(event: VisionAnalyzed, stage: str, error: BaseException) -> None:
-    """A vision event rejected after routing: re-encoded to the contract, replayable."""
-    await send_direct([vision_dead_letter(event, stage, error)])

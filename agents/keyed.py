@@ -149,6 +149,8 @@ class KeyedDriver(Generic[S]):
         self.started_at: float | None = None
         self.batches = 0
         self.events = 0
+        #: events of partitions revoked while they waited in a batch
+        self.dropped = 0
 
     # -- state --------------------------------------------------------------------------------
 
@@ -193,7 +195,11 @@ class KeyedDriver(Generic[S]):
         )
 
     def invalidate(self) -> None:
-        """Forget what was derived: the next batch rebuilds it from the table."""
+        """Forget what was derived: the next batch rebuilds it from the table.
+
+        Called at every rebalance (a partition that leaves and comes back between two batches
+        would otherwise keep states its other owner has changed meanwhile) and when a batch
+        fails half-way."""
         self._cache.clear()
         self.due.assignment = None
 
@@ -223,6 +229,12 @@ class KeyedDriver(Generic[S]):
         batches: dict[int, tuple[KeyedBatch[S], list[EventT[Any]]]] = {}
         for event in events:
             partition = event.message.partition
+            if partition not in assignment:
+                # taken before a rebalance moved its partition away: its new owner reads it
+                # again from the committed offset; applying it here would write a table
+                # partition this worker no longer owns
+                self.dropped += 1
+                continue
             if partition not in batches:
                 batches[partition] = (KeyedBatch(self, partition), [])
             batch, evs = batches[partition]

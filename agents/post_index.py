@@ -125,6 +125,16 @@ driver = KeyedDriver(
 )
 
 
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types an async receiver too narrowly
+async def _on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    driver.invalidate()
+
+
+@app.on_partitions_assigned.connect  # type: ignore[arg-type]
+async def _on_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    driver.invalidate()
+
+
 @app.agent(post_events_topic, concurrency=1)
 async def post_indexer(stream: StreamT[dict[str, Any]]) -> None:
     """post-events (index entries, vision without album_id, ticks) → post_index → album-events.
