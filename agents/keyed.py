@@ -149,8 +149,6 @@ class KeyedDriver(Generic[S]):
         self.started_at: float | None = None
         self.batches = 0
         self.events = 0
-        #: events of partitions revoked while they waited in a batch
-        self.dropped = 0
 
     # -- state --------------------------------------------------------------------------------
 
@@ -229,12 +227,6 @@ class KeyedDriver(Generic[S]):
         batches: dict[int, tuple[KeyedBatch[S], list[EventT[Any]]]] = {}
         for event in events:
             partition = event.message.partition
-            if partition not in assignment:
-                # taken before a rebalance moved its partition away: its new owner reads it
-                # again from the committed offset; applying it here would write a table
-                # partition this worker no longer owns
-                self.dropped += 1
-                continue
             if partition not in batches:
                 batches[partition] = (KeyedBatch(self, partition), [])
             batch, evs = batches[partition]
