@@ -124,7 +124,14 @@ async def route_batch(batch: Batch) -> list[Message]:
 
 
 class Router(Service):
-    """Consumes the two external input topics and routes every record, at least once."""
+    """Consumes the two external input topics and routes every record, at least once.
+
+    Registered with `app.service`, so it starts after the tables are recovered and Faust has
+    declared the internal topics (sent to before that, the broker would create them with its
+    own partition count)."""
+
+    #: health: the running router of this process
+    current: Router | None = None
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -135,11 +142,12 @@ class Router(Service):
             handle=route_batch,
             beacon=self.beacon,
         )
+        Router.current = self
 
-    @property
-    def routed(self) -> int:
+    @classmethod
+    def routed(cls) -> int:
         """health: records routed by this process"""
-        return self.stage.records
+        return 0 if cls.current is None else cls.current.stage.records
 
     def on_init_dependencies(self) -> list[Service]:
         return [self.stage]  # started after on_start has declared the topics
@@ -149,5 +157,4 @@ class Router(Service):
             await topic.maybe_declare()
 
 
-router = Router()
-app.add_dependency(router)
+app.service(Router)

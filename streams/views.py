@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents import assembler
 from agents.direct import kafka_connected
-from agents.ingest import router
+from agents.ingest import Router
 from agents.relay import AssembledRelay
 from agents.sinks import resources
 from streams.app import app
@@ -61,8 +61,8 @@ class HealthDetailed(View):
             "tasks": {
                 "album_assembler": assembler_health(ok),
                 "router": {
-                    "status": "running" if router.routed or app.started else "starting",
-                    "records_routed": router.routed,
+                    "status": "running" if Router.routed() or app.started else "starting",
+                    "records_routed": Router.routed(),
                 },
                 "assembled_relay": relay_health(),
             },
