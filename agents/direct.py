@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -75,6 +75,24 @@ async def send_direct(messages: Sequence[Message]) -> None:
     ]
     await asyncio.gather(*futures)
     DirectSender.kafka_ok_at = time.monotonic()
+
+
+async def send_until_done(
+    send: Callable[[Sequence[Message]], Awaitable[None]], messages: Sequence[Message], stage: str
+) -> None:
+    """`send` until the broker has every message, backing off while it is away (the batch is
+    recorded nowhere yet, so all of it is sent again; its consumers absorb repeats)."""
+    delay = 0.5
+    while True:
+        try:
+            await send(messages)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: sending %d messages failed; retrying", stage, len(messages))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def kafka_connected(window: float = 15.0) -> bool:

@@ -85,7 +85,7 @@ async def send_dead_letter(
     `wait` matters where a table is written after the send: Faust writes changelogs at once but
     delays a plain send until the offset commit, so a crash in between would lose the record.
     """
-    record = dead_letter(
+    message = dead_letter_message(
         key=key,
         value=value,
         source_topic=source_topic,
@@ -95,9 +95,8 @@ async def send_dead_letter(
         error=error,
         attempts=attempts,
     )
-    note_dead_letter(record)
     if wait:
         # outside Faust's transactions, acknowledged before the source event is done
-        await send_direct([(dlq_topic.get_topic_name(), key, record.encode(), None)])
+        await send_direct([message])
     else:
-        await dlq_topic.send(key=key, value=record.encode())
+        await dlq_topic.send(key=key, value=message[2])

@@ -19,7 +19,6 @@ when the assignment changes, and dropped if a batch fails half-way.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import weakref
@@ -31,7 +30,7 @@ from faust import EventT, StreamT
 from faust.streams import _current_event
 from faust.types import TableT
 
-from agents.direct import Message, send_direct
+from agents.direct import Message, send_direct, send_until_done
 from schemas.validation import InvalidEvent
 from tables.due import DueIndex
 
@@ -235,7 +234,7 @@ class KeyedDriver(Generic[S]):
             self._apply(batch, event, now)
         sends = [m for batch, _ in batches.values() for m in batch.sends]
         if sends:
-            await self._send_all(sends)
+            await send_until_done(self.send, sends, self.logic.stage)
             for batch, _ in batches.values():
                 for callback in batch.after_sent:
                     callback()
@@ -264,23 +263,6 @@ class KeyedDriver(Generic[S]):
                     event.key, msg, event.message.partition, event.message.offset, exc
                 )
             )
-
-    async def _send_all(self, messages: Sequence[Message]) -> None:
-        delay = 0.5
-        while True:
-            try:
-                await self.send(messages)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # the broker is away: nothing of the batch is recorded yet, send it all again
-                # (the consumers of these topics absorb repeats)
-                log.exception(
-                    "%s: sending %d messages failed; retrying", self.logic.stage, len(messages)
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     def _write(self, batch: KeyedBatch[S]) -> None:
         for key, state in batch.changed.items():

@@ -20,7 +20,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from mode import Service
 
-from agents.direct import Message, group_consumer, send_direct, stop_loop, wait_for_partitions
+from agents.direct import (
+    Message,
+    group_consumer,
+    send_direct,
+    send_until_done,
+    stop_loop,
+    wait_for_partitions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +145,7 @@ class StageLoop(Service):
         try:
             messages = await self.handle(batch)
             if messages:
-                await self._send_all(messages)
+                await send_until_done(self.send, messages, self.name)
             if self.commit:
                 await self.consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
         except Backpressure as exc:
@@ -182,19 +189,6 @@ class StageLoop(Service):
             assigned = self.consumer.assignment()
             self.consumer.resume(*[tp for tp in due if tp in assigned])
             log.info("%s: %s resumed", self.name, _names(due))
-
-    async def _send_all(self, messages: Sequence[Message]) -> None:
-        delay = 0.5
-        while True:
-            try:
-                await self.send(messages)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the broker is away: keep the batch, try again
-                log.exception("%s: sending %d messages failed; retrying", self.name, len(messages))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
 
 def _names(tps: Sequence[TopicPartition]) -> str:

@@ -182,12 +182,12 @@ async def test_a_bad_event_is_dead_lettered_and_the_rest_applied() -> None:
 async def test_a_broker_outage_is_waited_out_before_anything_is_written(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import agents.keyed as keyed
+    import agents.direct as direct
 
     async def no_sleep(_: float) -> None:
         return None
 
-    monkeypatch.setattr(keyed.asyncio, "sleep", no_sleep)
+    monkeypatch.setattr(direct.asyncio, "sleep", no_sleep)
     table = FakeTable()
     sender = Sender(table, fail=2)
     driver = driver_for(table, sender)
