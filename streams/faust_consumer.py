@@ -21,6 +21,19 @@ and restarted (seen in tests/e2e/test_crash.py; see README, "Delivery guarantees
    partition again from the committed offset (through the consumer's own thread, one target
    per partition at a time).
 
+4. Skipped acks. A record that reaches a stream after a rebalance began (flow control
+   suspended, or fetched in an earlier generation) is skipped by the stream *and acknowledged*
+   (faust/streams.py and faust/_cython/streams.pyx: "ack the filtered out message otherwise the
+   lag would increase"). Its offset is then committed although no agent processed it: with two
+   workers starting together, 1,900 records of one partition were committed unprocessed this
+   way (their albums came out `partial`). Here a record no stream started is never counted as
+   done: the commit holds at it, and the seek to the committed offsets that ends every
+   rebalance delivers it again.
+5. Revoked partitions lose their committed offset before the last commit of the revoke (Faust
+   pops it first), and Faust's rule then commits any run of acknowledged offsets, wherever it
+   starts. Here the last committed offset known for a dense partition is kept as the base of
+   its commits; a partition whose start is unknown is not committed at all.
+
 Every one of these events is logged as a warning, so they stay visible. This overrides
 faust-streaming 0.15.x internals (`_drain_messages` is a copy): re-check it on an upgrade.
 """
@@ -32,6 +45,7 @@ import logging
 import time
 from typing import Any, ClassVar, cast
 
+import faust.streams
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from mode import Service
@@ -62,6 +76,7 @@ class SafeConsumer(aiokafka_driver.Consumer):
     redelivered: ClassVar[int] = 0
     gaps_refused: ClassVar[int] = 0
     refetches: ClassVar[int] = 0
+    skipped_acks_refused: ClassVar[int] = 0
 
     #: Seconds before a re-fetch of the same partition from the same offset may be asked again.
     refetch_quiet_seconds: ClassVar[float] = 10.0
@@ -74,6 +89,8 @@ class SafeConsumer(aiokafka_driver.Consumer):
         self._refetching: dict[Any, tuple[int, float]] = {}
         #: first offset still in the log when retention deleted records nobody processed
         self._floor: dict[Any, int] = {}
+        #: last committed offset known per partition; unlike Faust's, kept through a revoke
+        self._base: dict[Any, int] = {}
 
     def _new_consumer_thread(self) -> Any:
         return ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
@@ -130,11 +147,44 @@ class SafeConsumer(aiokafka_driver.Consumer):
             return
         await super()._add_gap(tp, offset_from, offset_to)
 
+    def ack(self, message: Any) -> bool:
+        if not message.tracked:
+            # Faust's skip path (see 4. above): no stream started this record
+            SafeConsumer.skipped_acks_refused += 1
+            return False
+        return bool(super().ack(message))
+
+    async def perform_seek(self) -> None:
+        """Faust's seek to the committed offsets, then the base of every dense partition: its
+        committed offset, or where auto_offset_reset=earliest starts it (its first offset)."""
+        await super().perform_seek()
+        missing = []
+        for tp in self.assignment():
+            if self._is_changelog_tp(tp):
+                continue
+            committed = self._committed_offset.get(tp)
+            if committed is not None:
+                self._base[tp] = committed
+            elif self._dense(tp):
+                missing.append(tp)
+        if missing:
+            earliest = await cast(Any, self)._thread.earliest_offsets(*missing)
+            for tp in missing:
+                if tp in earliest and self._committed_offset.get(tp) is None:
+                    # Faust stores a committed offset of 0 as None
+                    self._committed_offset[tp] = self._base[tp] = earliest[tp]
+
     def _new_offset(self, tp: Any) -> int | None:
-        committed = self._committed_offset.get(tp)
-        if not self._dense(tp) or committed is None:
-            # sparse topic, or no commit known yet for this partition: Faust's own rule
+        if not self._dense(tp):
             return super()._new_offset(tp)
+        committed = self._committed_offset.get(tp)
+        if committed is None:
+            # revoked a moment ago (Faust dropped its offset) or not seeked yet
+            committed = self._base.get(tp)
+            if committed is None:
+                return None
+        else:
+            self._base[tp] = committed
         acked = self._acked[tp]
         start = max(committed, self._floor.get(tp, committed))
         if acked and min(acked) < start:
@@ -266,6 +316,23 @@ class SafeConsumer(aiokafka_driver.Consumer):
 def _log_seek_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("seek for a re-fetch failed: %r", task.exception())
+
+
+_FaustStreamIterator: Any = getattr(faust.streams, "_CStreamIterator", None)
+
+if _FaustStreamIterator is not None:  # pragma: no branch - Faust is built with Cython here
+
+    class SafeStreamIterator(_FaustStreamIterator):  # type: ignore[misc]
+        """Faust's Cython stream iterator, without the ack of skipped records (4. above): it
+        writes acks into the consumer's bookkeeping itself, past SafeConsumer.ack."""
+
+        def after(self, event: Any, do_ack: Any, sensor_state: Any) -> Any:
+            if do_ack and event is not None and not event.message.tracked:
+                SafeConsumer.skipped_acks_refused += 1
+                do_ack = False
+            return super().after(event, do_ack, sensor_state)
+
+    faust.streams._CStreamIterator = SafeStreamIterator  # type: ignore[attr-defined]
 
 
 class SafeTransport(aiokafka_driver.Transport):

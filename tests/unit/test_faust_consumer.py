@@ -27,6 +27,7 @@ class Probe(SafeConsumer):
         self._held = {}
         self._refetching = {}
         self._floor = {}
+        self._base = {}
         self.seeks: list[tuple[Any, int]] = []
         self.earliest: dict[Any, int] = {}
 
@@ -143,3 +144,81 @@ async def test_shutdown_waits_a_bounded_time_for_unacknowledged_events(
     await asyncio.wait_for(consumer.wait_empty(), 5)
     assert commits[-1] == "end"
     assert held in consumer._unacked_messages  # left uncommitted, not acknowledged
+
+
+class _Topics:
+    def acks_enabled_for(self, topic: str) -> bool:
+        return True
+
+
+class _App:
+    topics = _Topics()
+
+
+def _message(offset: int, *, tracked: bool) -> Any:
+    from faust.types.tuples import ConsumerMessage
+
+    m = ConsumerMessage(DENSE.topic, DENSE.partition, offset, 0.0, 0, [], b"k", b"v", None)
+    m.tracked = tracked
+    return m
+
+
+async def test_a_record_no_stream_started_is_never_counted_as_done(consumer: Probe) -> None:
+    # Faust's streams skip records that arrive during a rebalance, then acknowledge them
+    consumer.app = _App()  # type: ignore[assignment]
+    consumer._unacked_messages = set()  # type: ignore[assignment]
+    consumer._n_acked = 0
+    consumer._waiting_for_ack = None
+    consumer._committed_offset[DENSE] = 100
+    assert not consumer.ack(_message(100, tracked=False))
+    assert consumer.ack(_message(101, tracked=True))
+    assert consumer._acked[DENSE] == [101]
+    assert consumer._new_offset(DENSE) is None  # held at 100, which will be delivered again
+
+
+async def test_a_revoked_partition_commits_only_from_its_last_known_offset(
+    consumer: Probe,
+) -> None:
+    consumer._committed_offset[DENSE] = 100
+    ack(consumer, DENSE, 100)
+    assert consumer._new_offset(DENSE) == 101
+    consumer._committed_offset[DENSE] = 101
+    consumer._new_offset(DENSE)
+    consumer._committed_offset.pop(DENSE)  # what Faust does at a revoke, before its last commit
+    ack(consumer, DENSE, 500, 501)  # Faust's own rule would commit 502 here
+    assert consumer._new_offset(DENSE) is None
+    ack(consumer, DENSE, *range(101, 500))
+    assert consumer._new_offset(DENSE) == 502
+
+
+async def test_a_dense_partition_never_seeked_is_not_committed(consumer: Probe) -> None:
+    ack(consumer, DENSE, 7, 8)
+    assert consumer._new_offset(DENSE) is None
+
+
+async def test_the_seek_after_a_rebalance_sets_every_dense_partitions_base(
+    consumer: Probe,
+) -> None:
+    other = TP(DENSE.topic, 1)
+
+    class Thread:
+        async def seek_to_committed(self) -> dict[TP, int | None]:
+            return {DENSE: 40, other: None}  # `other`: the group never committed it
+
+        async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+            return dict.fromkeys(tps, 0)
+
+    class Tables:
+        changelog_topics: frozenset[str] = frozenset()
+
+    app = _App()
+    app.tables = Tables()  # type: ignore[attr-defined]
+    consumer.app = app  # type: ignore[assignment]
+    consumer._thread = Thread()  # type: ignore[attr-defined]
+    consumer._read_offset = defaultdict(lambda: None)
+    consumer.assignment = lambda: {DENSE, other}  # type: ignore[method-assign]
+    await consumer.perform_seek()
+    assert consumer._committed_offset[DENSE] == 40
+    assert consumer._committed_offset[other] == 0  # Faust would leave it None
+    ack(consumer, other, 0, 1)
+    assert consumer._new_offset(other) == 2
