@@ -112,9 +112,16 @@ class Vision:
     has_text: bool = False
     provider: str | None = None
     model: str | None = None
+    #: the memo of to_dict(): not an argument, not compared, not carried by replace()
+    _encoded: dict[str, Any] | None = field(
+        default=None, init=False, repr=False, compare=False, hash=False
+    )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The JSON form (made once and shared: never mutate it)."""
+        if self._encoded is not None:
+            return self._encoded
+        d = {
             "description": self.description,
             "labels": list(self.labels),
             "ocr_text": self.ocr_text,
@@ -123,6 +130,8 @@ class Vision:
             "provider": self.provider,
             "model": self.model,
         }
+        object.__setattr__(self, "_encoded", d)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Vision:
@@ -155,8 +164,16 @@ class VisionAnalyzed:
     analyzed_at: str | None = None
     in_album: bool = True
     schema: str = VISION_ANALYZED_V1
+    #: the memo of to_dict(): not an argument, not compared, not carried by replace()
+    _encoded: dict[str, Any] | None = field(
+        default=None, init=False, repr=False, compare=False, hash=False
+    )
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form (made once and shared: never mutate it). A vision event is stored
+        with every write of its album's state, so encoding it each time costs O(items²)."""
+        if self._encoded is not None:
+            return self._encoded
         d: dict[str, Any] = {
             "schema": self.schema,
             "event_id": self.event_id,
@@ -171,6 +188,7 @@ class VisionAnalyzed:
             d["album_id"] = self.album_id
         if self.grouped_id is not None or not self.in_album:
             d["grouped_id"] = self.grouped_id
+        object.__setattr__(self, "_encoded", d)
         return d
 
     @classmethod

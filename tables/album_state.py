@@ -68,7 +68,6 @@ class AlbumState:
     status: str | None = None
     emitted_at: float | None = None
     dirty: bool = False
-    partition: int | None = None
 
     @property
     def items_analyzed(self) -> int:
@@ -104,7 +103,6 @@ class AlbumState:
             "status": self.status,
             "emitted_at": self.emitted_at,
             "dirty": self.dirty,
-            "partition": self.partition,
             # read alone when the due index is rebuilt (no decoding of the whole state)
             "due": self.next_due(),
         }
@@ -127,7 +125,6 @@ class AlbumState:
             status=d.get("status"),
             emitted_at=d.get("emitted_at"),
             dirty=bool(d.get("dirty", False)),
-            partition=d.get("partition"),
         )
 
 

@@ -31,7 +31,6 @@ class PostEntry:
     album_id: int | None = None
     tenant_id: str | None = None
     pending: tuple[PendingVision, ...] = ()
-    partition: int | None = None
 
     def next_due(self) -> float:
         if self.pending:
@@ -51,7 +50,6 @@ class PostEntry:
             "pending": [
                 {"event": p.event.to_dict(), "received_at": p.received_at} for p in self.pending
             ],
-            "partition": self.partition,
             # read alone when the due index is rebuilt
             "due": self.next_due(),
         }
@@ -68,7 +66,6 @@ class PostEntry:
                 PendingVision(VisionAnalyzed.from_dict(p["event"]), float(p["received_at"]))
                 for p in d.get("pending") or ()
             ),
-            partition=d.get("partition"),
         )
 
 
@@ -126,7 +123,6 @@ def apply_index(
         album_id=album_id,
         tenant_id=tenant_id,
         pending=(),
-        partition=entry.partition if entry else None,
     )
     return IndexOutcome(new, changed=True, forward=tuple(forward), rejected=tuple(rejected))
 
