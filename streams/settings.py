@@ -188,6 +188,11 @@ class Settings:
         50_000,
         doc="decoded table states kept in memory between batches, per table (0: none)",
     )
+    gc_threshold: str = _env(
+        "GC_THRESHOLD",
+        "100000,50,1000",
+        doc="Python's gc thresholds in worker processes (gen0,gen1,gen2; measured in the README)",
+    )
     log_level: str = _env("LOG_LEVEL", "INFO", doc="log level of workers and tools")
 
     @classmethod
@@ -247,12 +252,25 @@ class Settings:
             )
         if self.sink_retries < 0 or self.sink_backoff_seconds < 0:
             raise SettingsError("SINK_RETRIES and SINK_BACKOFF_SECONDS must be >= 0")
+        try:
+            thresholds = self.gc_thresholds
+        except ValueError:
+            thresholds = ()
+        if len(thresholds) != 3 or min(thresholds) < 1:
+            raise SettingsError(
+                f"GC_THRESHOLD must be three positive integers, got {self.gc_threshold!r}"
+            )
 
     @property
     def sink_names(self) -> tuple[str, ...]:
         """The sinks SINKS asks for, in SINK_NAMES order."""
         asked = {s.strip() for s in self.sinks.split(",") if s.strip()}
         return tuple(n for n in SINK_NAMES if n in asked) + tuple(sorted(asked - set(SINK_NAMES)))
+
+    @property
+    def gc_thresholds(self) -> tuple[int, ...]:
+        """GC_THRESHOLD as gc.set_threshold() takes it."""
+        return tuple(int(x) for x in self.gc_threshold.split(","))
 
     @property
     def channel_names(self) -> tuple[str, ...]:
