@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -13,6 +12,7 @@ from faust import StreamT
 from agents.direct import Message
 from agents.dlq import dead_letter_message, vision_dead_letter
 from agents.keyed import KeyedBatch, KeyedDriver, internal
+from agents.table_store import TableStore
 from schemas.events import AlbumAssembled, AlbumParsed, VisionAnalyzed
 from schemas.validation import InvalidEvent
 from streams import metrics
@@ -63,9 +63,8 @@ class AssemblerLogic:
     def encode(self, state: AlbumState) -> dict[str, Any]:
         return state.to_dict()
 
-    def due_of(self, raw: dict[str, Any]) -> tuple[int | None, float | None]:
-        due = raw["due"] if "due" in raw else AlbumState.from_dict(raw).next_due()
-        return raw.get("partition"), due
+    def due_of(self, raw: dict[str, Any]) -> float | None:
+        return raw["due"] if "due" in raw else AlbumState.from_dict(raw).next_due()
 
     def reset_index(self) -> None:
         self.in_progress.clear()
@@ -116,14 +115,15 @@ class AssemblerLogic:
             metrics.album_aggregation_duration_ms.observe((time.perf_counter() - started) * 1000)
             album = outcome.emit
             message = emission(album)
-            batch.send(message, lambda: _count_emission(album, len(message[2])))
+            size = len(message[2] or b"")
+            batch.send(message, lambda: _count_emission(album, size))
         if not outcome.changed:
             return
         if outcome.state is None:
             batch.delete(key)
             metrics.album_state_expired_total.inc()
         else:
-            batch.put(key, replace(outcome.state, partition=batch.partition))
+            batch.put(key, outcome.state)
 
     def dead_letter(
         self, key: Any, msg: dict[str, Any], partition: int, offset: int, error: BaseException
@@ -158,9 +158,10 @@ logic = AssemblerLogic(
 )
 driver = KeyedDriver(
     logic,
-    album_state,
+    TableStore(album_state),
     topic=TOPIC,
     assignment=_assigned,
+    partitions=settings.topic_partitions,
     batch_size=settings.table_batch_size,
     batch_seconds=settings.table_batch_seconds,
     cache_size=settings.state_cache_size,

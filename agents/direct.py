@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 
 from streams.app import app
@@ -24,8 +26,13 @@ from streams.settings import settings
 
 log = logging.getLogger(__name__)
 
-#: (topic, key, value, partition): a message for the direct producer (partition None: by key)
-Message = tuple[str, bytes | None, bytes, int | None]
+#: bytes of one producer batch (a partition's records in one request); under the broker's
+#: default message.max.bytes (1 MB), and above the largest envelope (agents/envelopes.py)
+BATCH_BYTES = 512 * 1024
+
+#: (topic, key, value, partition): a message for the direct producer (partition None: by key;
+#: value None: a tombstone)
+Message = tuple[str, bytes | None, bytes | None, int | None]
 
 
 @app.service
@@ -54,6 +61,11 @@ class DirectSender(Service):
                     bootstrap_servers=settings.bootstrap_servers,
                     enable_idempotence=True,
                     linger_ms=5,
+                    # aiokafka makes a send wait while its partition's batch is full until
+                    # that batch is on the wire: with the default 16 KB a batch of table
+                    # writes (a changelog record per key) waited seconds for its round trips
+                    max_batch_size=BATCH_BYTES,
+                    max_request_size=4 * BATCH_BYTES,
                 )
                 await producer.start()
                 cls.producer = producer
@@ -66,27 +78,68 @@ class DirectSender(Service):
             await producer.stop()
 
 
-async def send_direct(messages: Sequence[Message]) -> None:
-    """Send (topic, key, value, partition) messages and return once the broker has them all."""
+async def send_direct(messages: Sequence[Message]) -> dict[tuple[str, int], int]:
+    """Send (topic, key, value, partition) messages and return once the broker has them all:
+    the last offset written per (topic, partition).
+
+    The messages of one partition go in producer batches built here (aiokafka's `send` costs
+    several times more per record); their order is kept. A message without a partition gets
+    the one Kafka's default partitioner gives its key.
+    """
     producer = await DirectSender.get_producer()
-    futures = [
-        await producer.send(topic, key=key, value=value, partition=partition)
-        for topic, key, value, partition in messages
-    ]
-    await asyncio.gather(*futures)
+    groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
+    for topic, key, value, partition in messages:
+        if partition is None:
+            partition = await _partition_of(producer, topic, key)
+        records = groups.get((topic, partition))
+        if records is None:
+            records = groups[topic, partition] = []
+        records.append((key, value))
+    pending: list[tuple[tuple[str, int], int, asyncio.Future[Any]]] = []
+    for (topic, partition), records in groups.items():
+        batch = producer.create_batch()
+        count = 0
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                if count == 0:
+                    raise MessageSizeTooLargeError(
+                        f"a record of {len(value or b'')} bytes does not fit a producer batch"
+                    )
+                future = await producer.send_batch(batch, topic, partition=partition)
+                pending.append(((topic, partition), count, future))
+                batch, count = producer.create_batch(), 0
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise MessageSizeTooLargeError(
+                        f"a record of {len(value or b'')} bytes does not fit a producer batch"
+                    )
+            count += 1
+        future = await producer.send_batch(batch, topic, partition=partition)
+        pending.append(((topic, partition), count, future))
+    results = await asyncio.gather(*(future for _, _, future in pending))
     DirectSender.kafka_ok_at = time.monotonic()
+    last: dict[tuple[str, int], int] = {}
+    for (tp, count, _), meta in zip(pending, results, strict=True):
+        last[tp] = max(last.get(tp, -1), meta.offset + count - 1)
+    return last
+
+
+async def _partition_of(producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int:
+    partitions = sorted(await producer.partitions_for(topic))
+    return int(_PARTITIONER(key, partitions, partitions))
+
+
+_PARTITIONER = DefaultPartitioner()
 
 
 async def send_until_done(
-    send: Callable[[Sequence[Message]], Awaitable[None]], messages: Sequence[Message], stage: str
-) -> None:
+    send: Callable[[Sequence[Message]], Awaitable[Any]], messages: Sequence[Message], stage: str
+) -> Any:
     """`send` until the broker has every message, backing off while it is away (the batch is
     recorded nowhere yet, so all of it is sent again; its consumers absorb repeats)."""
     delay = 0.5
     while True:
         try:
-            await send(messages)
-            return
+            return await send(messages)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -13,16 +13,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from mode import Service
 
 from agents.direct import Message
 from agents.dlq import note_dead_letter
+from agents.envelopes import Envelopes
 from agents.stage import Batch, StageLoop
 from schemas.dlq import dead_letter
 from schemas.validation import InvalidEvent, decode_album_parsed, decode_vision_analyzed
 from streams.app import app
+from streams.kafka_io import topic_partitions
 from streams.metrics import albums_parsed_total, vision_events_total
 from streams.settings import settings
 from streams.topics import (
@@ -42,11 +43,6 @@ ALBUM_EVENTS = album_events_topic.get_topic_name()
 POST_EVENTS = post_events_topic.get_topic_name()
 
 
-def _internal(topic: str, key: str, value: dict[str, Any]) -> Message:
-    # JSON-encoded str keys, exactly as Faust encodes the keys of the tables these feed
-    return (topic, orjson.dumps(key), orjson.dumps(value), None)
-
-
 def _dead_letter(record: ConsumerRecord[bytes, bytes], error: InvalidEvent) -> Message:
     dl = dead_letter(
         key=record.key,
@@ -61,8 +57,10 @@ def _dead_letter(record: ConsumerRecord[bytes, bytes], error: InvalidEvent) -> M
     return (ALBUMS_DLQ, record.key, dl.encode(), None)
 
 
-def route_album(record: ConsumerRecord[bytes, bytes]) -> list[Message]:
-    """albums.parsed → one index entry per item (post-events) + the album (album-events)."""
+def route_album(record: ConsumerRecord[bytes, bytes], out: Envelopes) -> list[Message]:
+    """albums.parsed → one index entry per item (post-events) + the album (album-events).
+
+    Returns the dead letter of a record that does not validate."""
     origin = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
     try:
         album = decode_album_parsed(record.value)
@@ -70,8 +68,8 @@ def route_album(record: ConsumerRecord[bytes, bytes]) -> list[Message]:
         albums_parsed_total.labels(status="invalid").inc()
         return [_dead_letter(record, exc)]
     albums_parsed_total.labels(status="valid").inc()
-    out = [
-        _internal(
+    for item in album.items:
+        out.add(
             POST_EVENTS,
             str(item.post_id),
             {
@@ -81,22 +79,19 @@ def route_album(record: ConsumerRecord[bytes, bytes]) -> list[Message]:
                 "tenant_id": album.tenant_id,
             },
         )
-        for item in album.items
-    ]
-    out.append(
-        _internal(
-            ALBUM_EVENTS,
-            str(album.album_id),
-            {"type": "parsed", "album": album.to_dict(), "origin": origin},
-        )
+    out.add(
+        ALBUM_EVENTS,
+        str(album.album_id),
+        {"type": "parsed", "album": album.to_dict(), "origin": origin},
     )
-    return out
+    return []
 
 
-def route_vision(record: ConsumerRecord[bytes, bytes]) -> list[Message]:
+def route_vision(record: ConsumerRecord[bytes, bytes], out: Envelopes) -> list[Message]:
     """posts.vision.analyzed → album-events when it names its album, else post-events.
 
-    `grouped_id: null` (a post outside any album) is ignored and counted.
+    `grouped_id: null` (a post outside any album) is ignored and counted. Returns the dead
+    letter of a record that does not validate.
     """
     origin = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
     try:
@@ -110,17 +105,22 @@ def route_vision(record: ConsumerRecord[bytes, bytes]) -> list[Message]:
     message = {"type": "vision", "event": vision.to_dict(), "origin": origin}
     if vision.album_id is not None:
         vision_events_total.labels(status="direct").inc()
-        return [_internal(ALBUM_EVENTS, str(vision.album_id), message)]
-    vision_events_total.labels(status="via_index").inc()
-    return [_internal(POST_EVENTS, str(vision.post_id), message)]
+        out.add(ALBUM_EVENTS, str(vision.album_id), message)
+    else:
+        vision_events_total.labels(status="via_index").inc()
+        out.add(POST_EVENTS, str(vision.post_id), message)
+    return []
 
 
 ROUTES = {ALBUMS_PARSED: route_album, VISION_ANALYZED: route_vision}
 
 
 async def route_batch(batch: Batch) -> list[Message]:
-    """Every record of the batch, routed; sent together and committed once by the loop."""
-    return [m for tp, records in batch.items() for r in records for m in ROUTES[tp.topic](r)]
+    """Every record of the batch routed into envelopes, one per internal partition (sent
+    together and committed once by the loop), plus the dead letters."""
+    out = Envelopes(settings.topic_partitions)
+    dead = [m for tp, records in batch.items() for r in records for m in ROUTES[tp.topic](r, out)]
+    return dead + out.messages()
 
 
 class Router(Service):
@@ -155,6 +155,25 @@ class Router(Service):
     async def on_start(self) -> None:
         for topic in (albums_parsed_topic, vision_analyzed_topic):
             await topic.maybe_declare()
+        await check_partitions([ALBUM_EVENTS, POST_EVENTS], settings.topic_partitions)
+
+
+async def check_partitions(topics: list[str], expected: int) -> None:
+    """Envelopes are addressed to partitions computed for `expected` partitions
+    (agents/envelopes.py): an internal topic created with another count would send commands
+    to partitions whose table does not own their keys. Refuse to start instead."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    await consumer.start()
+    try:
+        for topic in topics:
+            found = len(await topic_partitions(consumer, topic))
+            if found != expected:
+                raise RuntimeError(
+                    f"internal topic {topic} has {found} partitions, TOPIC_PARTITIONS is "
+                    f"{expected}: use the count it was created with, or a new APP_ID"
+                )
+    finally:
+        await consumer.stop()
 
 
 app.service(Router)

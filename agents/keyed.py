@@ -3,15 +3,16 @@
 The assembler and the post index are state machines over a Faust table (`KeyedLogic`). The
 driver runs them a batch at a time:
 
-1. take a batch from the stream (`noack_take`) and group it by partition;
-2. apply every event in order, reading each key's state once (from a cache of decoded states,
+1. take a batch from the stream (`noack_take`) and group it by partition; each event is an
+   envelope of commands for keys of its partition (agents/envelopes.py), or a tick;
+2. apply every command in order, reading each key's state once (from a cache of decoded states,
    else from the table) and keeping the batch's changes in memory;
-3. send everything the batch emits, forwards and dead letters together, and wait once for the
-   broker to have all of it. This comes *before* the table writes that record the sends: Faust
-   writes the changelog at once, so a crash between a recorded and an unsent emission would
-   lose it. A crash after the sends repeats them, which every consumer absorbs;
-4. write each touched key once, in its own partition (Faust takes a table write's partition
-   from the current event, so it is set to an event of that partition), then acknowledge.
+3. send everything the batch emits, forwards (in envelopes) and dead letters together, and wait
+   once for the broker to have all of it. This comes *before* the table writes that record the
+   sends, so a crash in between repeats an emission (every consumer absorbs that) and never
+   loses one;
+4. write each touched key once: its changelog records, acknowledged, then one local RocksDB
+   batch per partition with the persisted offset (agents/table_store.py); then acknowledge.
 
 The due index (deadlines, expiries) and the cache are derived from the table: both are rebuilt
 when the assignment changes, and dropped if a batch fails half-way.
@@ -21,16 +22,16 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
+import orjson
 from faust import EventT, StreamT
-from faust.streams import _current_event
-from faust.types import TableT
 
 from agents.direct import Message, send_direct, send_until_done
+from agents.envelopes import Envelopes, commands_of
+from agents.table_store import TableStore, Write
 from schemas.validation import InvalidEvent
 from tables.due import DueIndex
 
@@ -49,12 +50,12 @@ class KeyedLogic(Protocol[S]):
 
     def encode(self, state: S) -> dict[str, Any]: ...
 
-    def due_of(self, raw: dict[str, Any]) -> tuple[int | None, float | None]:
-        """The stored partition and next due time of an encoded state (read on rebuilds)."""
+    def due_of(self, raw: dict[str, Any]) -> float | None:
+        """The next due time of an encoded state (read on rebuilds)."""
         ...
 
     def handle(self, batch: KeyedBatch[S], key: Any, msg: dict[str, Any], now: float) -> None:
-        """Apply one message; raise for one that cannot be applied (it is dead-lettered)."""
+        """Apply one command; raise for one that cannot be applied (it is dead-lettered)."""
         ...
 
     def on_due(self, batch: KeyedBatch[S], key: str, now: float) -> None:
@@ -64,7 +65,7 @@ class KeyedLogic(Protocol[S]):
     def dead_letter(
         self, key: Any, msg: dict[str, Any], partition: int, offset: int, error: BaseException
     ) -> Message:
-        """The albums.dlq record of a message `handle` refused."""
+        """The albums.dlq record of a command `handle` refused."""
         ...
 
     def indexed(self, key: str, raw: dict[str, Any] | None) -> None:
@@ -79,17 +80,22 @@ class KeyedLogic(Protocol[S]):
 class KeyedBatch(Generic[S]):
     """One partition's share of a batch: the state read and changed, the messages to send."""
 
-    def __init__(self, driver: KeyedDriver[S], partition: int) -> None:
+    def __init__(self, driver: KeyedDriver[S], partition: int, envelopes: Envelopes) -> None:
         self.driver = driver
         self.partition = partition
         self.changed: dict[str, S | None] = {}
+        #: whether each key read had a stored state (a deletion of one that had none is no write)
+        self.stored: dict[str, bool] = {}
         self.sends: list[Message] = []
         self.after_sent: list[Callable[[], None]] = []
+        self._envelopes = envelopes
 
     def get(self, key: str) -> S | None:
         if key in self.changed:
             return self.changed[key]
-        return self.driver.load(key)
+        state = self.driver.load(self.partition, key)
+        self.stored.setdefault(key, state is not None)
+        return state
 
     def put(self, key: str, state: S) -> None:
         self.changed[key] = state
@@ -103,6 +109,10 @@ class KeyedBatch(Generic[S]):
         if after_sent is not None:
             self.after_sent.append(after_sent)
 
+    def forward(self, topic: str, key: str, command: dict[str, Any]) -> None:
+        """A command for another internal topic, sent in its envelope with the batch."""
+        self._envelopes.add(topic, key, command)
+
     def pop_due(self, now: float) -> list[str]:
         return self.driver.due.pop_due(self.partition, now)
 
@@ -112,33 +122,37 @@ class KeyedDriver(Generic[S]):
 
     Args:
         logic: the state machine.
-        table: the Faust table it owns (written by nothing else).
+        store: the table it owns (written by nothing else).
         topic: the name of the topic the agent reads (its partitions are the table's).
         assignment: returns the partitions of `topic` this worker has now.
+        partitions: the partition count of the internal topics (for forwarded envelopes).
         batch_size, batch_seconds: a batch is at most this many events or this old.
         cache_size: decoded states kept between batches (0: none).
-        send: sends messages and returns once the broker has every one.
+        send: sends messages and returns once the broker has every one: the last offset
+            written per (topic, partition).
         after_batch: called after each batch is written (gauges).
     """
 
     def __init__(
         self,
         logic: KeyedLogic[S],
-        table: TableT[Any, Any],
+        store: TableStore,
         *,
         topic: str,
         assignment: Callable[[], frozenset[int]],
+        partitions: int,
         batch_size: int = 1000,
         batch_seconds: float = 0.05,
         cache_size: int = 50_000,
-        send: Callable[[Sequence[Message]], Any] = send_direct,
+        send: Callable[[Sequence[Message]], Awaitable[Any]] = send_direct,
         after_batch: Callable[[], None] | None = None,
     ) -> None:
         self.after_batch = after_batch
         self.logic = logic
-        self.table = table
+        self.store = store
         self.topic = topic
         self.assignment = assignment
+        self.partitions = partitions
         self.batch_size = batch_size
         self.batch_seconds = batch_seconds
         self.cache_size = cache_size
@@ -148,16 +162,17 @@ class KeyedDriver(Generic[S]):
         self.started_at: float | None = None
         self.batches = 0
         self.events = 0
+        self.commands = 0
 
     # -- state --------------------------------------------------------------------------------
 
-    def load(self, key: str) -> S | None:
-        """The stored state of `key` (the current event must be of the key's partition)."""
+    def load(self, partition: int, key: str) -> S | None:
+        """The stored state of `key` (of `partition`)."""
         state = self._cache.get(key)
         if state is not None:
             self._cache.move_to_end(key)
             return state
-        raw = self.table.get(key)
+        raw = self.store.get(partition, key)
         if raw is None:
             return None
         state = self.logic.decode(raw)
@@ -178,10 +193,8 @@ class KeyedDriver(Generic[S]):
         self._cache.clear()
         self.due.clear(assignment)
         self.logic.reset_index()
-        for key, raw in self.table.items():
-            partition, due = self.logic.due_of(raw)
-            if partition is not None:
-                self.due.set(partition, key, due)
+        for partition, key, raw in self.store.items(assignment):
+            self.due.set(partition, key, self.logic.due_of(raw))
             self.logic.indexed(key, raw)
         log.info(
             "%s: %d states on partitions %s indexed in %.2fs",
@@ -223,62 +236,96 @@ class KeyedDriver(Generic[S]):
         if self.due.assignment != assignment:
             self.rebuild(assignment)
         now = time.time()
-        batches: dict[int, tuple[KeyedBatch[S], list[EventT[Any]]]] = {}
+        envelopes = Envelopes(self.partitions)
+        batches: dict[int, KeyedBatch[S]] = {}
         for event in events:
             partition = event.message.partition
-            if partition not in batches:
-                batches[partition] = (KeyedBatch(self, partition), [])
-            batch, evs = batches[partition]
-            evs.append(event)
-            _set_current_event(event)
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = KeyedBatch(self, partition, envelopes)
             self._apply(batch, event, now)
-        sends = [m for batch, _ in batches.values() for m in batch.sends]
+        sends = [m for batch in batches.values() for m in batch.sends]
+        sends += envelopes.messages()
         if sends:
             await send_until_done(self.send, sends, self.logic.stage)
-            for batch, _ in batches.values():
+            for batch in batches.values():
                 for callback in batch.after_sent:
                     callback()
-        for batch, evs in batches.values():
-            _set_current_event(evs[-1])
-            self._write(batch)
+        await self._write(list(batches.values()))
         self.batches += 1
         self.events += len(events)
         if self.after_batch is not None:
             self.after_batch()
 
     def _apply(self, batch: KeyedBatch[S], event: EventT[Any], now: float) -> None:
-        msg: dict[str, Any] = event.value if isinstance(event.value, dict) else {}
-        try:
-            if msg.get("type") == "tick":
-                for key in batch.pop_due(now):
+        value = event.value
+        if isinstance(value, dict) and value.get("type") == "tick":
+            for key in batch.pop_due(now):
+                try:
                     self.logic.on_due(batch, key, now)
-            else:
-                self.logic.handle(batch, event.key, msg, now)
-        except Exception as exc:
-            # never let one event stop the agent: it goes to the DLQ with its origin
-            if not isinstance(exc, InvalidEvent):
-                log.exception("%s failed on %r", self.logic.stage, event.key)
-            batch.sends.append(
-                self.logic.dead_letter(
-                    event.key, msg, event.message.partition, event.message.offset, exc
-                )
-            )
+                except Exception as exc:
+                    # one album that fails never holds back the others due with it
+                    self._refuse(batch, event, key, value, exc)
+            return
+        for key, command in commands_of(event.key, value):
+            self.commands += 1
+            try:
+                self.logic.handle(batch, key, command, now)
+            except Exception as exc:
+                self._refuse(batch, event, key, command, exc)
 
-    def _write(self, batch: KeyedBatch[S]) -> None:
-        for key, state in batch.changed.items():
-            if state is None:
-                if key in self._cache or self.table.get(key) is not None:
-                    del self.table[key]
-                self._cache.pop(key, None)
-                self.due.discard(key)
-                self.logic.indexed(key, None)
+    def _refuse(
+        self,
+        batch: KeyedBatch[S],
+        event: EventT[Any],
+        key: Any,
+        command: dict[str, Any],
+        exc: Exception,
+    ) -> None:
+        # never let one command stop the agent: it goes to the DLQ with its origin
+        if not isinstance(exc, InvalidEvent):
+            log.exception("%s failed on %r", self.logic.stage, key)
+        batch.sends.append(
+            self.logic.dead_letter(key, command, event.message.partition, event.message.offset, exc)
+        )
+
+    async def _write(self, batches: list[KeyedBatch[S]]) -> None:
+        """Every changed key of the batch: changelog first, acknowledged, then RocksDB."""
+        writes: dict[int, list[Write]] = {}
+        encoded: dict[str, dict[str, Any] | None] = {}
+        for batch in batches:
+            out = writes[batch.partition] = []
+            for key, state in batch.changed.items():
+                if state is None:
+                    if not batch.stored.get(key, True):
+                        continue  # created and deleted within the batch: nothing stored
+                    out.append((key, None))
+                    encoded[key] = None
+                else:
+                    raw = self.logic.encode(state)
+                    out.append((key, orjson.dumps(raw)))
+                    encoded[key] = raw
+        records = [r for p, ws in writes.items() for r in self.store.changelog(p, ws)]
+        if not records:
+            return
+        written = await send_until_done(self.send, records, self.logic.stage) or {}
+        topic = self.store.changelog_topic
+        offsets = {p: offset for (t, p), offset in written.items() if t == topic}
+        for batch in batches:
+            ws = writes[batch.partition]
+            if not ws:
                 continue
-            raw = self.logic.encode(state)
-            self.table[key] = raw
-            self._remember(key, state)
-            _, due = self.logic.due_of(raw)
-            self.due.set(batch.partition, key, due)
-            self.logic.indexed(key, raw)
+            self.store.apply(batch.partition, ws, offsets.get(batch.partition))
+            for key, _ in ws:
+                stored = encoded[key]
+                state = batch.changed[key]
+                if stored is None or state is None:
+                    self._cache.pop(key, None)
+                    self.due.discard(key)
+                else:
+                    self._remember(key, state)
+                    self.due.set(batch.partition, key, self.logic.due_of(stored))
+                self.logic.indexed(key, stored)
 
 
 T = TypeVar("T")
@@ -293,8 +340,3 @@ def internal(read: Callable[[dict[str, Any]], T], msg: dict[str, Any], field: st
         raise InvalidEvent(
             "malformed_command", f"{field!r} of an internal command: {exc!r}"
         ) from exc
-
-
-def _set_current_event(event: EventT[Any]) -> None:
-    # what Faust's stream iteration does for each event; table reads and writes use it
-    _current_event.set(weakref.ref(event))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -12,6 +11,7 @@ from faust import StreamT
 from agents.direct import Message
 from agents.dlq import dead_letter_message, vision_dead_letter
 from agents.keyed import KeyedBatch, KeyedDriver, internal
+from agents.table_store import TableStore
 from schemas.events import VisionAnalyzed
 from schemas.validation import InvalidEvent
 from streams import metrics
@@ -43,9 +43,8 @@ class PostIndexLogic:
     def encode(self, state: PostEntry) -> dict[str, Any]:
         return state.to_dict()
 
-    def due_of(self, raw: dict[str, Any]) -> tuple[int | None, float | None]:
-        due = raw["due"] if "due" in raw else PostEntry.from_dict(raw).next_due()
-        return raw.get("partition"), due
+    def due_of(self, raw: dict[str, Any]) -> float | None:
+        return raw["due"] if "due" in raw else PostEntry.from_dict(raw).next_due()
 
     def reset_index(self) -> None:
         pass
@@ -87,15 +86,15 @@ class PostIndexLogic:
         for event, error in outcome.rejected:
             batch.send(vision_dead_letter(event, self.stage, error))
         for event in outcome.forward:
-            # JSON-encoded str key, as Faust encodes the keys of album_state
-            value = orjson.dumps({"type": "vision", "event": event.to_dict()})
-            batch.send((ALBUM_EVENTS, orjson.dumps(str(event.album_id)), value, None))
+            batch.forward(
+                ALBUM_EVENTS, str(event.album_id), {"type": "vision", "event": event.to_dict()}
+            )
         if not outcome.changed:
             return
         if outcome.entry is None:
             batch.delete(key)
         else:
-            batch.put(key, replace(outcome.entry, partition=batch.partition))
+            batch.put(key, outcome.entry)
 
     def dead_letter(
         self, key: Any, msg: dict[str, Any], partition: int, offset: int, error: BaseException
@@ -116,9 +115,10 @@ class PostIndexLogic:
 logic = PostIndexLogic()
 driver = KeyedDriver(
     logic,
-    post_index,
+    TableStore(post_index),
     topic=TOPIC,
     assignment=_assigned,
+    partitions=settings.topic_partitions,
     batch_size=settings.table_batch_size,
     batch_seconds=settings.table_batch_seconds,
     cache_size=settings.state_cache_size,

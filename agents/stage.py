@@ -88,7 +88,7 @@ class StageLoop(Service):
         isolation_level: str = "read_uncommitted",
         on_assigned: Hook | None = None,
         on_revoked: Hook | None = None,
-        send: Callable[[Sequence[Message]], Awaitable[None]] = send_direct,
+        send: Callable[[Sequence[Message]], Awaitable[Any]] = send_direct,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

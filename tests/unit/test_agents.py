@@ -12,9 +12,11 @@ import pytest
 import agents.assembler as assembler_module
 import agents.post_index as post_index_module
 from agents.direct import Message
+from agents.envelopes import commands_of, partition_for
 from schemas.dlq import DlqRecord
 from streams.app import app
 from streams.generator import GeneratorConfig, generate
+from streams.settings import settings
 from streams.topics import ALBUM_ASSEMBLED, ALBUMS_DLQ, OUTBOX
 from tables.declarations import album_state, post_index
 
@@ -29,16 +31,24 @@ class Captured:
         self.emitted: list[dict[str, Any]] = []
         self.dead: list[DlqRecord] = []
         self.forwarded: list[tuple[str, dict[str, Any]]] = []
+        self.changelog: list[Message] = []
 
     async def send(self, messages: Sequence[Message]) -> None:
-        for topic, key, value, _ in messages:
+        for topic, key, value, partition in messages:
             if topic in (ALBUM_ASSEMBLED, OUTBOX):
                 self.emitted.append(orjson.loads(value))
             elif topic == ALBUMS_DLQ:
+                assert value is not None
                 self.dead.append(DlqRecord.decode(value))
+            elif topic.endswith("-changelog"):
+                self.changelog.append((topic, key, value, partition))
             else:
-                assert key is not None
-                self.forwarded.append((orjson.loads(key), orjson.loads(value)))
+                assert value is not None
+                assert partition is not None
+                for k, command in commands_of(None, orjson.loads(value)):
+                    # each command travels in the partition of its key
+                    assert partition_for(k, settings.topic_partitions) == partition
+                    self.forwarded.append((k, command))
 
 
 @pytest.fixture
