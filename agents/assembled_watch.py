@@ -1,39 +1,81 @@
 """Watches album.assembled as its consumers see it: counts by status, spots repeated event_ids.
 
-Under exactly_once it reads what the relay committed (the consumer is read_committed), so its
-duplicate counter shows what a downstream consumer would see.
+A stage loop over its own consumer group (`{APP_ID}-watch`), read_committed: under exactly_once
+it reads what the relay committed, so its duplicate counter shows what a downstream consumer
+would see. An album's events share a key, so one member of the group sees all of them.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import orjson
-from faust import StreamT
+from mode import Service
 
-from streams.app import app
+from agents.direct import Message
+from agents.stage import Batch, StageLoop
+from streams.kafka_io import ensure_topics
 from streams.metrics import album_assembled_duplicates_total, album_assembled_seen_total
-from streams.topics import album_assembled_topic
+from streams.settings import settings
+from streams.topics import ALBUM_ASSEMBLED
 
+#: event_ids remembered for the duplicate check
 RECENT = 100_000
-_recent: OrderedDict[str, None] = OrderedDict()
 
 
-@app.agent(album_assembled_topic, concurrency=1)
-async def watch_assembled(stream: StreamT[bytes]) -> None:
+class Watcher(Service):
     """album.assembled → album_assembled_seen_total{status}, album_assembled_duplicates_total."""
-    async for value in stream:
+
+    name = "watch"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.recent: OrderedDict[str, None] = OrderedDict()
+        self.seen = 0
+        self.duplicates = 0
+        self.stage = StageLoop(
+            name="watch",
+            group_id=f"{settings.app_id}-watch",
+            topics=[ALBUM_ASSEMBLED],
+            handle=self.handle,
+            isolation_level="read_committed",
+            beacon=self.beacon,
+        )
+
+    def on_init_dependencies(self) -> list[Service]:
+        return [self.stage]
+
+    async def on_start(self) -> None:
+        await ensure_topics([ALBUM_ASSEMBLED], settings.topic_partitions)
+
+    async def handle(self, batch: Batch) -> list[Message]:
+        for records in batch.values():
+            for record in records:
+                self.observe(record.value)
+        return []
+
+    def observe(self, value: bytes | None) -> None:
         try:
-            event = orjson.loads(value)
+            event = orjson.loads(value or b"")
             event_id, status = str(event["event_id"]), str(event["status"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
             album_assembled_seen_total.labels(status="unreadable").inc()
-            continue
+            return
+        self.seen += 1
         album_assembled_seen_total.labels(status=status).inc()
-        if event_id in _recent:
+        if event_id in self.recent:
+            self.duplicates += 1
             album_assembled_duplicates_total.inc()
-            _recent.move_to_end(event_id)
-            continue
-        _recent[event_id] = None
-        if len(_recent) > RECENT:
-            _recent.popitem(last=False)
+            self.recent.move_to_end(event_id)
+            return
+        self.recent[event_id] = None
+        if len(self.recent) > RECENT:
+            self.recent.popitem(last=False)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            **self.stage.health(),
+            "seen": self.seen,
+            "duplicates": self.duplicates,
+        }

@@ -18,7 +18,7 @@ from schemas.validation import InvalidEvent
 from streams import metrics
 from streams.app import app
 from streams.settings import settings
-from streams.topics import ALBUM_ASSEMBLED, OUTBOX, album_events_topic
+from streams.topics import ALBUM_ASSEMBLED, ALBUM_EVENTS, OUTBOX
 from tables.album_state import (
     AlbumState,
     AssemblyPolicy,
@@ -27,11 +27,11 @@ from tables.album_state import (
     apply_vision,
     on_time,
 )
-from tables.declarations import album_state
+from tables.declarations import album_events_topic, album_state
 
 log = logging.getLogger(__name__)
 
-TOPIC = album_events_topic.get_topic_name()
+TOPIC = ALBUM_EVENTS
 
 
 def _assigned() -> frozenset[int]:

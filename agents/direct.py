@@ -21,7 +21,6 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 
-from streams.app import app
 from streams.settings import settings
 
 log = logging.getLogger(__name__)
@@ -35,9 +34,9 @@ BATCH_BYTES = 512 * 1024
 Message = tuple[str, bytes | None, bytes | None, int | None]
 
 
-@app.service
 class DirectSender(Service):
-    """Owns the process's direct producer (class attribute, one per worker process)."""
+    """Owns the process's direct producer (class attribute, one per process); the Faust worker
+    registers it as a service (agents/ticker.py), stage processes call `close_producer`."""
 
     producer: AIOKafkaProducer | None = None
     #: monotonic time the broker last acknowledged a direct send (health: Kafka connectivity)
@@ -73,9 +72,15 @@ class DirectSender(Service):
         return cls.producer
 
     async def on_stop(self) -> None:
-        producer, DirectSender.producer = DirectSender.producer, None
-        if producer is not None:
-            await producer.stop()
+        await close_producer()
+
+
+async def close_producer() -> None:
+    """Stop the process's direct producer (what is in flight is sent first, bounded)."""
+    producer, DirectSender.producer = DirectSender.producer, None
+    if producer is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), 30)
 
 
 async def send_direct(messages: Sequence[Message]) -> dict[tuple[str, int], int]:

@@ -6,11 +6,11 @@ import logging
 
 import orjson
 
-from agents.direct import Message, send_direct
+from agents.direct import Message
 from schemas.dlq import DlqRecord, dead_letter
 from schemas.events import VisionAnalyzed
 from streams.metrics import dlq_events_total
-from streams.topics import VISION_ANALYZED, dlq_topic
+from streams.topics import ALBUMS_DLQ, VISION_ANALYZED
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def dead_letter_message(
         attempts=attempts,
     )
     note_dead_letter(record)
-    return (dlq_topic.get_topic_name(), key, record.encode(), None)
+    return (ALBUMS_DLQ, key, record.encode(), None)
 
 
 def vision_dead_letter(event: VisionAnalyzed, stage: str, error: BaseException) -> Message:
@@ -66,37 +66,3 @@ def vision_dead_letter(event: VisionAnalyzed, stage: str, error: BaseException) 
         stage=stage,
         error=error,
     )
-
-
-async def send_dead_letter(
-    *,
-    key: bytes | None,
-    value: bytes | None,
-    source_topic: str,
-    source_partition: int | None,
-    source_offset: int | None,
-    stage: str,
-    error: BaseException,
-    attempts: int = 1,
-    wait: bool = False,
-) -> None:
-    """Send a DLQ record; with `wait`, return only once the broker has it.
-
-    `wait` matters where a table is written after the send: Faust writes changelogs at once but
-    delays a plain send until the offset commit, so a crash in between would lose the record.
-    """
-    message = dead_letter_message(
-        key=key,
-        value=value,
-        source_topic=source_topic,
-        source_partition=source_partition,
-        source_offset=source_offset,
-        stage=stage,
-        error=error,
-        attempts=attempts,
-    )
-    if wait:
-        # outside Faust's transactions, acknowledged before the source event is done
-        await send_direct([message])
-    else:
-        await dlq_topic.send(key=key, value=message[2])

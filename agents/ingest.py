@@ -13,38 +13,26 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import ConsumerRecord
 from mode import Service
 
 from agents.direct import Message
-from agents.dlq import note_dead_letter
+from agents.dlq import dead_letter_message
 from agents.envelopes import Envelopes
 from agents.stage import Batch, StageLoop
-from schemas.dlq import dead_letter
 from schemas.validation import InvalidEvent, decode_album_parsed, decode_vision_analyzed
-from streams.app import app
-from streams.kafka_io import topic_partitions
+from streams.kafka_io import ensure_topics, wait_for_topics
 from streams.metrics import albums_parsed_total, vision_events_total
 from streams.settings import settings
-from streams.topics import (
-    ALBUMS_DLQ,
-    ALBUMS_PARSED,
-    VISION_ANALYZED,
-    album_events_topic,
-    albums_parsed_topic,
-    post_events_topic,
-    vision_analyzed_topic,
-)
+from streams.topics import ALBUM_EVENTS, ALBUMS_PARSED, POST_EVENTS, VISION_ANALYZED
 
 log = logging.getLogger(__name__)
 
 GROUP = f"{settings.app_id}-router"
-ALBUM_EVENTS = album_events_topic.get_topic_name()
-POST_EVENTS = post_events_topic.get_topic_name()
 
 
 def _dead_letter(record: ConsumerRecord[bytes, bytes], error: InvalidEvent) -> Message:
-    dl = dead_letter(
+    return dead_letter_message(
         key=record.key,
         value=record.value,
         source_topic=record.topic,
@@ -53,8 +41,6 @@ def _dead_letter(record: ConsumerRecord[bytes, bytes], error: InvalidEvent) -> M
         stage="validate",
         error=error,
     )
-    note_dead_letter(dl)
-    return (ALBUMS_DLQ, record.key, dl.encode(), None)
 
 
 def route_album(record: ConsumerRecord[bytes, bytes], out: Envelopes) -> list[Message]:
@@ -126,12 +112,11 @@ async def route_batch(batch: Batch) -> list[Message]:
 class Router(Service):
     """Consumes the two external input topics and routes every record, at least once.
 
-    Registered with `app.service`, so it starts after the tables are recovered and Faust has
-    declared the internal topics (sent to before that, the broker would create them with its
-    own partition count)."""
+    A stage loop in group `{APP_ID}-router`. It creates its input topics, and waits for the
+    internal ones, which the Faust worker creates with the tables' partition count (sent to
+    before that, the broker would create them with its own count)."""
 
-    #: health: the running router of this process
-    current: Router | None = None
+    name = "router"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -142,38 +127,13 @@ class Router(Service):
             handle=route_batch,
             beacon=self.beacon,
         )
-        Router.current = self
-
-    @classmethod
-    def routed(cls) -> int:
-        """health: records routed by this process"""
-        return 0 if cls.current is None else cls.current.stage.records
 
     def on_init_dependencies(self) -> list[Service]:
-        return [self.stage]  # started after on_start has declared the topics
+        return [self.stage]  # started after on_start has checked the topics
 
     async def on_start(self) -> None:
-        for topic in (albums_parsed_topic, vision_analyzed_topic):
-            await topic.maybe_declare()
-        await check_partitions([ALBUM_EVENTS, POST_EVENTS], settings.topic_partitions)
+        await ensure_topics(list(ROUTES), settings.topic_partitions)
+        await wait_for_topics([ALBUM_EVENTS, POST_EVENTS], settings.topic_partitions)
 
-
-async def check_partitions(topics: list[str], expected: int) -> None:
-    """Envelopes are addressed to partitions computed for `expected` partitions
-    (agents/envelopes.py): an internal topic created with another count would send commands
-    to partitions whose table does not own their keys. Refuse to start instead."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
-    await consumer.start()
-    try:
-        for topic in topics:
-            found = len(await topic_partitions(consumer, topic))
-            if found != expected:
-                raise RuntimeError(
-                    f"internal topic {topic} has {found} partitions, TOPIC_PARTITIONS is "
-                    f"{expected}: use the count it was created with, or a new APP_ID"
-                )
-    finally:
-        await consumer.stop()
-
-
-app.service(Router)
+    def health(self) -> dict[str, Any]:
+        return {**self.stage.health(), "records_routed": self.stage.records}

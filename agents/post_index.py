@@ -17,14 +17,13 @@ from schemas.validation import InvalidEvent
 from streams import metrics
 from streams.app import app
 from streams.settings import settings
-from streams.topics import album_events_topic, post_events_topic
-from tables.declarations import post_index
+from streams.topics import ALBUM_EVENTS, POST_EVENTS
+from tables.declarations import post_events_topic, post_index
 from tables.post_index import IndexOutcome, PostEntry, apply_index, apply_vision, on_time
 
 log = logging.getLogger(__name__)
 
-TOPIC = post_events_topic.get_topic_name()
-ALBUM_EVENTS = album_events_topic.get_topic_name()
+TOPIC = POST_EVENTS
 RETENTION = settings.album_state_retention_seconds
 
 

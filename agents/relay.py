@@ -5,7 +5,7 @@ tests/e2e/test_crash.py; see also faust-streaming #323, #517), so the pipeline n
 in that mode. With PROCESSING_GUARANTEE=exactly_once the assembler runs at-least-once (which
 loses nothing, but may repeat an emission after a crash) and writes to an internal outbox topic;
 this relay then copies the outbox to album.assembled exactly once, with plain Kafka
-transactions (a consume-transform-produce loop, one transactional producer per outbox
+transactions (a consume-transform-produce stage loop, one transactional producer per outbox
 partition):
 
 - one transaction holds the published events, the relay's state updates and the outbox offsets;
@@ -14,7 +14,9 @@ partition):
   emission has a version already published and is dropped;
 - a transactional id per partition fences a zombie relay of a killed worker.
 
-A read_committed consumer of album.assembled therefore never sees an event_id twice.
+A read_committed consumer of album.assembled therefore never sees an event_id twice. A
+partition whose producer could not start (the broker was away during the rebalance) is
+acquired again by the next batch that reads it, never skipped.
 """
 
 from __future__ import annotations
@@ -26,13 +28,12 @@ import time
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from mode import Service
 
-from agents.direct import group_consumer, stop_loop, wait_for_partitions
-from streams.app import app
+from agents.direct import Message
+from agents.stage import Batch, StageLoop
+from streams.kafka_io import ensure_topics
 from streams.metrics import relay_published_total, relay_skipped_total
 from streams.settings import settings
 from streams.topics import ALBUM_ASSEMBLED, OUTBOX, RELAY_STATE
@@ -42,89 +43,77 @@ log = logging.getLogger(__name__)
 GROUP = f"{settings.app_id}-relay"
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, relay: AssembledRelay) -> None:
-        self.relay = relay
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.relay.release(list(revoked))
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self.relay.acquire(list(assigned))
-
-
 class AssembledRelay(Service):
     """Copies the outbox to album.assembled exactly once (only under exactly_once)."""
 
-    #: health: when the last transaction committed, how many events published / dropped
-    last_commit_at: float | None = None
-    published = 0
-    skipped = 0
-    partitions: tuple[int, ...] = ()
+    name = "relay"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.consumer: AIOKafkaConsumer | None = None
         self.producers: dict[int, AIOKafkaProducer] = {}
         self.published_versions: dict[int, dict[int, int]] = {}  # partition → album → version
+        self.published = 0
+        self.skipped = 0
+        self.last_commit_at: float | None = None
         self._lock = asyncio.Lock()
+        self.stage: StageLoop | None = None
+        if settings.exactly_once:
+            self.stage = StageLoop(
+                name="relay",
+                group_id=GROUP,
+                topics=[OUTBOX],
+                handle=self.handle,
+                # the transaction commits the offsets with the events it publishes
+                commit=False,
+                isolation_level="read_committed",
+                on_assigned=self.acquire,
+                on_revoked=self.release,
+                beacon=self.beacon,
+            )
+
+    def on_init_dependencies(self) -> list[Service]:
+        return [] if self.stage is None else [self.stage]
 
     async def on_start(self) -> None:
-        if not settings.exactly_once:
-            return
-        await self._declare_topics()
-        self.consumer = group_consumer(GROUP, isolation_level="read_committed")
-        await self.consumer.start()
-        await wait_for_partitions(self.consumer, [OUTBOX])
-        self.consumer.subscribe([OUTBOX], listener=_Rebalance(self))
-        self._task = asyncio.ensure_future(self._run())
+        if self.stage is not None:
+            await ensure_topics([OUTBOX], settings.topic_partitions)
+            await ensure_topics(
+                [RELAY_STATE], settings.topic_partitions, config={"cleanup.policy": "compact"}
+            )
 
     async def on_stop(self) -> None:
         # an open transaction is aborted by the broker (or fenced by the next owner)
-        await stop_loop(getattr(self, "_task", None), self.consumer)
         for producer in self.producers.values():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.stop(), 10)
         self.producers.clear()
 
-    async def _declare_topics(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-        await admin.start()
-        try:
-            for name, config in (
-                (OUTBOX, {}),
-                (RELAY_STATE, {"cleanup.policy": "compact"}),
-            ):
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(
-                        [
-                            NewTopic(
-                                name,
-                                settings.topic_partitions,
-                                settings.topic_replication_factor,
-                                topic_configs=config,
-                            )
-                        ]
-                    )
-        finally:
-            await admin.close()
-
     async def acquire(self, assigned: list[TopicPartition]) -> None:
         """New partitions: fence zombies with their transactional ids, restore their state."""
         async with self._lock:
             for tp in assigned:
-                p = tp.partition
-                if p in self.producers:
-                    continue
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=settings.bootstrap_servers,
-                    transactional_id=f"{settings.app_id}-relay-{p}",
-                    enable_idempotence=True,
-                )
-                await producer.start()  # init_transactions: aborts a zombie's open transaction
-                self.producers[p] = producer
-                self.published_versions[p] = await self._restore(p)
-            AssembledRelay.partitions = tuple(sorted(self.producers))
+                try:
+                    await self._acquire(tp.partition)
+                except Exception:
+                    # the batch that reads this partition tries again (see `handle`)
+                    log.exception("relay: cannot take partition %d yet", tp.partition)
+
+    async def _acquire(self, p: int) -> None:
+        if p in self.producers:
+            return
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            transactional_id=f"{settings.app_id}-relay-{p}",
+            enable_idempotence=True,
+        )
+        try:
+            await producer.start()  # init_transactions: aborts a zombie's open transaction
+            self.published_versions[p] = await self._restore(p)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        self.producers[p] = producer
 
     async def release(self, revoked: list[TopicPartition]) -> None:
         async with self._lock:
@@ -132,8 +121,8 @@ class AssembledRelay(Service):
                 producer = self.producers.pop(tp.partition, None)
                 self.published_versions.pop(tp.partition, None)
                 if producer is not None:
-                    await producer.stop()
-            AssembledRelay.partitions = tuple(sorted(self.producers))
+                    with contextlib.suppress(Exception):
+                        await producer.stop()
 
     async def _restore(self, partition: int) -> dict[int, int]:
         consumer = AIOKafkaConsumer(
@@ -163,23 +152,15 @@ class AssembledRelay(Service):
         log.info("relay: partition %d restored, %d albums published before", partition, len(state))
         return state
 
-    async def _run(self) -> None:
-        assert self.consumer is not None
-        while not self.should_stop:
-            batch = await self.consumer.getmany(timeout_ms=500, max_records=2000)
-            if not batch:
-                continue
-            async with self._lock:
-                for tp, records in batch.items():
-                    if tp.partition not in self.producers or not records:
-                        continue
-                    try:
-                        await self._relay(tp, records)
-                    except Exception:
-                        # the transaction was aborted: read these records again
-                        log.exception("relay: transaction on %s failed; retrying", tp)
-                        self.consumer.seek(tp, records[0].offset)
-                        await asyncio.sleep(1.0)
+    async def handle(self, batch: Batch) -> list[Message]:
+        """Each partition's records in one transaction (a failure rewinds the whole batch:
+        what was committed meanwhile is dropped on the second pass as already published)."""
+        async with self._lock:
+            for tp, records in batch.items():
+                if tp.partition not in self.producers:
+                    await self._acquire(tp.partition)
+                await self._relay(tp, records)
+        return []
 
     async def _relay(self, tp: TopicPartition, records: list[Any]) -> None:
         producer = self.producers[tp.partition]
@@ -208,11 +189,22 @@ class AssembledRelay(Service):
                 published += 1
             await producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, GROUP)
         state.update(pending)
-        AssembledRelay.published += published
-        AssembledRelay.skipped += skipped
-        AssembledRelay.last_commit_at = time.monotonic()
+        self.published += published
+        self.skipped += skipped
+        self.last_commit_at = time.monotonic()
         relay_published_total.inc(published)
         relay_skipped_total.inc(skipped)
 
-
-app.service(AssembledRelay)
+    def health(self) -> dict[str, Any]:
+        if self.stage is None:
+            return {"status": "disabled", "reason": "PROCESSING_GUARANTEE=at_least_once"}
+        last = self.last_commit_at
+        return {
+            **self.stage.health(),
+            "partitions": sorted(self.producers),
+            "published": self.published,
+            "repeats_dropped": self.skipped,
+            "seconds_since_last_commit": None
+            if last is None
+            else round(time.monotonic() - last, 3),
+        }

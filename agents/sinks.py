@@ -1,108 +1,124 @@
-"""Sink agents: album.assembled (and the sink's retry topic) → S3, Postgres, Qdrant, Neo4j.
+"""Sink stages: album.assembled (and each sink's retry topic) → S3, Postgres, Qdrant, Neo4j.
 
-One agent per enabled sink, each with its own buffer, so a store that is down delays its own
-agent (for the length of its retries) while the others go on until that buffer fills. Batches
-come from `stream.noack_take`; their offsets are acknowledged once every album of the batch is
-written or parked in albums.dlq (stage `sink.<name>`), never before.
+One stage loop per enabled sink, each in its own consumer group (`{APP_ID}-sink-{name}`), so a
+store that is down holds back nobody but its own sink. A batch (up to SINK_BATCH_SIZE albums)
+is decoded and written through the `Resources` service, which owns the clients:
+
+- written: the loop commits the batch's offsets;
+- a retriable failure (the store is down, a timeout): the loop pauses the sink's partitions for
+  the backoff delay and reads the batch again (SINK_RETRIES times, the delay doubling), so
+  nothing is buffered while the store is away;
+- retries used up, or an album the store refuses: those albums are parked in albums.dlq (stage
+  `sink.<name>`), sent before the offsets are committed.
+
+The sinks run in a process of their own by default (streams/stages.py).
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any
 
-from faust import EventT, StreamT
+from aiokafka import ConsumerRecord
+from mode import Service
 
-from agents.dlq import send_dead_letter
+from agents.direct import Message
+from agents.dlq import dead_letter_message
+from agents.stage import Backpressure, Batch, StageLoop
 from schemas.validation import InvalidEvent, decode_album_assembled
-from streams.app import app
-from streams.metrics import (
-    sink_albums_total,
-    sink_batch_duration_seconds,
-    sink_batch_size,
-)
+from streams.kafka_io import ensure_topics
+from streams.metrics import sink_albums_total, sink_batch_duration_seconds, sink_batch_size
 from streams.resources import Resources
 from streams.settings import settings
-from streams.topics import sink_channel, sink_retry_topic_name
+from streams.topics import ALBUM_ASSEMBLED, sink_retry_topic_name
 
 log = logging.getLogger(__name__)
 
-resources = Resources(settings)
-app.add_dependency(resources)
 
+class SinkStages(Service):
+    """Every enabled sink's stage loop, and the Resources they write through.
 
-async def write_events(name: str, events: Sequence[EventT[bytes]]) -> None:
-    """Decode, write with retries, park what could not be written. Never raises."""
-    retry_topic = sink_retry_topic_name(name)
-    albums: list[dict[str, Any]] = []
-    origin: dict[int, Any] = {}
-    parked: list[tuple[Any, BaseException, int]] = []
-    for event in events:
-        message = event.message
-        try:
-            album = decode_album_assembled(message.value)
-        except InvalidEvent as exc:
-            parked.append((message, exc, 1))
-            continue
-        albums.append(album)
-        origin[id(album)] = message
-    started = time.monotonic()
-    if albums:
-        outcome = await resources.write(name, albums)
-        parked += [(origin[id(a)], err, n) for a, err, n in outcome.parked]
-        sink_albums_total.labels(sink=name, outcome="written").inc(len(outcome.written))
-    sink_batch_duration_seconds.labels(sink=name).observe(time.monotonic() - started)
-    sink_batch_size.labels(sink=name).observe(len(events))
-    for source, error, attempts in parked:
-        sink_albums_total.labels(sink=name, outcome="parked").inc()
-        await _park(name, retry_topic, source, error, attempts)
+    Args:
+        resources: the clients (default: the ones SINKS and the endpoints describe).
+    """
 
+    name = "sinks"
 
-async def _park(
-    name: str, retry_topic: str, message: Any, exc: BaseException, attempts: int
-) -> None:
-    # The broker must have the dead letter before the batch's offsets are acknowledged, so a
-    # Kafka hiccup here is waited out rather than dropping the album.
-    delay = 0.5
-    while True:
-        try:
-            await send_dead_letter(
-                key=message.key,
-                value=message.value,
-                source_topic=retry_topic,
-                source_partition=message.partition,
-                source_offset=message.offset,
-                stage=f"sink.{name}",
-                error=exc,
-                attempts=attempts,
-                wait=True,
+    def __init__(self, resources: Resources | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.resources = resources or Resources(settings, beacon=self.beacon)
+        self.attempts: dict[str, int] = {}
+        self.loops: dict[str, StageLoop] = {}
+        for name in self.resources.enabled:
+            self.attempts[name] = 0
+            self.loops[name] = StageLoop(
+                name=f"sink-{name}",
+                group_id=f"{settings.app_id}-sink-{name}",
+                topics=[ALBUM_ASSEMBLED, sink_retry_topic_name(name)],
+                handle=functools.partial(self.handle, name),
+                max_records=settings.sink_batch_size,
+                poll_seconds=settings.sink_batch_seconds,
+                # the exactly-once relay writes album.assembled in transactions
+                isolation_level="read_committed",
+                beacon=self.beacon,
             )
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("sink %s: cannot park an album in albums.dlq; trying again", name)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
 
+    def on_init_dependencies(self) -> list[Service]:
+        return [self.resources, *self.loops.values()]
 
-def _sink_agent(name: str) -> Any:
-    async def sink(stream: StreamT[bytes]) -> None:
-        # noack_take: the batch is acknowledged here, after every album of it is written or
-        # parked. (take/take_events acknowledge in a `finally`, so a worker stopped during a
-        # retry would commit albums that were never written.)
-        async for events in stream.noack_take(  # type: ignore[attr-defined]
-            settings.sink_batch_size, within=settings.sink_batch_seconds
-        ):
-            await write_events(name, events)
-            for event in events:
-                await stream.ack(event)
+    async def on_start(self) -> None:
+        await ensure_topics(
+            [ALBUM_ASSEMBLED, *(sink_retry_topic_name(n) for n in self.loops)],
+            settings.topic_partitions,
+        )
 
-    sink.__doc__ = f"album.assembled → the {name} sink (batched, retried, parked on failure)."
-    return app.agent(sink_channel(name), name=f"sink-{name}", concurrency=1)(sink)
+    async def handle(self, name: str, batch: Batch) -> list[Message]:
+        """One batch of one sink: written, retried (Backpressure), or parked (dead letters)."""
+        albums: list[dict[str, Any]] = []
+        origin: dict[int, ConsumerRecord[bytes, bytes]] = {}
+        parked: list[tuple[ConsumerRecord[bytes, bytes], BaseException, int]] = []
+        records = [r for rs in batch.values() for r in rs]
+        for record in records:
+            try:
+                album = decode_album_assembled(record.value)
+            except InvalidEvent as exc:
+                parked.append((record, exc, 1))
+                continue
+            albums.append(album)
+            origin[id(album)] = record
+        started = time.monotonic()
+        if albums:
+            outcome = await self.resources.attempt(name, albums, self.attempts[name])
+            if outcome.retry is not None:
+                self.attempts[name] += 1
+                raise Backpressure(outcome.retry_after)
+            parked += [(origin[id(a)], err, n) for a, err, n in outcome.parked]
+            sink_albums_total.labels(sink=name, outcome="written").inc(len(outcome.written))
+        self.attempts[name] = 0
+        sink_batch_duration_seconds.labels(sink=name).observe(time.monotonic() - started)
+        sink_batch_size.labels(sink=name).observe(len(records))
+        sink_albums_total.labels(sink=name, outcome="parked").inc(len(parked))
+        retry_topic = sink_retry_topic_name(name)
+        return [
+            dead_letter_message(
+                key=record.key,
+                value=record.value,
+                # where `dlq-replay` sends it: this sink alone reads it again
+                source_topic=retry_topic,
+                source_partition=record.partition,
+                source_offset=record.offset,
+                stage=f"sink.{name}",
+                error=error,
+                attempts=attempts,
+            )
+            for record, error, attempts in parked
+        ]
 
-
-sink_agents = {name: _sink_agent(name) for name in resources.enabled}
+    def health(self) -> dict[str, Any]:
+        """Per sink: the Resources state (disabled, idle, ok, retrying, failing) and its loop."""
+        out = self.resources.health()
+        for name, loop in self.loops.items():
+            out[name]["loop"] = loop.health()
+        return out

@@ -37,8 +37,14 @@ Hook = Callable[[list[TopicPartition]], Awaitable[None]]
 
 
 class Backpressure(Exception):
-    """Raised by a handler whose server is away: pause `partitions` for `retry_after` seconds
-    and read them again from where the failed batch started."""
+    """Raised by a handler whose server is away: pause for `retry_after` seconds and read the
+    batch again from where it started.
+
+    Args:
+        retry_after: seconds to pause.
+        partitions: what to pause (default: every partition assigned to the loop, since a
+            server that is away is away for all of them).
+    """
 
     def __init__(self, retry_after: float, partitions: Sequence[TopicPartition] | None = None):
         super().__init__(f"paused for {retry_after:.1f}s")
@@ -71,6 +77,7 @@ class StageLoop(Service):
             commits by itself (the relay's transactions) returns nothing and sets `commit=False`.
         commit: commit the batch's offsets after its sends.
         max_records: the largest batch.
+        poll_seconds: the longest wait for a batch (a batch holds what has arrived by then).
         isolation_level: read_committed for topics written in transactions.
         on_assigned, on_revoked: rebalance hooks.
         send: how messages are sent (awaited until the broker has every one).
@@ -85,6 +92,7 @@ class StageLoop(Service):
         handle: Handler,
         commit: bool = True,
         max_records: int = 2000,
+        poll_seconds: float = 0.2,
         isolation_level: str = "read_uncommitted",
         on_assigned: Hook | None = None,
         on_revoked: Hook | None = None,
@@ -98,6 +106,7 @@ class StageLoop(Service):
         self.handle = handle
         self.commit = commit
         self.max_records = max_records
+        self.poll_seconds = poll_seconds
         self.isolation_level = isolation_level
         self.on_assigned = on_assigned
         self.on_revoked = on_revoked
@@ -105,9 +114,12 @@ class StageLoop(Service):
         self.consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Future[None] | None = None
         self._paused: dict[TopicPartition, float] = {}
-        #: health: records handled, and when the last batch was committed
+        #: health: records and batches done, when the last one was, failures in a row
         self.records = 0
+        self.batches = 0
         self.last_batch_at: float | None = None
+        self.failures = 0
+        self.last_error: str | None = None
 
     async def on_start(self) -> None:
         self.consumer = group_consumer(self.group_id, isolation_level=self.isolation_level)
@@ -128,16 +140,20 @@ class StageLoop(Service):
         while not self.should_stop:
             self._resume_due()
             try:
-                batch = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
+                batch = await self.consumer.getmany(
+                    timeout_ms=int(self.poll_seconds * 1000), max_records=self.max_records
+                )
                 batch = {tp: rs for tp, rs in batch.items() if rs and tp not in self._paused}
                 if batch:
                     await self.run_batch(batch)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # e.g. a commit refused after a rebalance: the new owner handles it again
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"[:500]
                 log.exception("%s: batch not committed; it will be handled again", self.name)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(self.failures, 6)))
 
     async def run_batch(self, batch: Batch) -> None:
         """One batch: handle, send, commit (or pause on backpressure)."""
@@ -156,6 +172,8 @@ class StageLoop(Service):
             self._rewind(batch)
             raise
         self.records += sum(len(rs) for rs in batch.values())
+        self.batches += 1
+        self.failures = 0
         self.last_batch_at = time.monotonic()
 
     def _rewind(self, batch: Batch) -> None:
@@ -167,7 +185,7 @@ class StageLoop(Service):
 
     def _pause(self, batch: Batch, exc: Backpressure) -> None:
         assert self.consumer is not None
-        tps = exc.partitions if exc.partitions is not None else list(batch)
+        tps = exc.partitions if exc.partitions is not None else list(self.consumer.assignment())
         until = time.monotonic() + exc.retry_after
         for tp in tps:
             if tp in batch:
@@ -189,6 +207,25 @@ class StageLoop(Service):
             assigned = self.consumer.assignment()
             self.consumer.resume(*[tp for tp in due if tp in assigned])
             log.info("%s: %s resumed", self.name, _names(due))
+
+    def health(self) -> dict[str, Any]:
+        """For /health/detailed: running, paused (its server is away) or failing."""
+        last = self.last_batch_at
+        if self.failures:
+            status = "failing"
+        elif self._paused:
+            status = "paused"
+        else:
+            status = "running" if self._task is not None and not self._task.done() else "stopped"
+        return {
+            "status": status,
+            "records": self.records,
+            "batches": self.batches,
+            "seconds_since_last_batch": None if last is None else round(time.monotonic() - last, 3),
+            "paused": [f"{tp.topic}[{tp.partition}]" for tp in self.paused],
+            "failures_in_a_row": self.failures,
+            "last_error": self.last_error,
+        }
 
 
 def _names(tps: Sequence[TopicPartition]) -> str:

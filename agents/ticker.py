@@ -19,11 +19,14 @@ from mode import Service
 from agents.direct import DirectSender, send_direct
 from streams.app import app
 from streams.settings import settings
-from streams.topics import album_events_topic, post_events_topic
+from streams.topics import ALBUM_EVENTS, POST_EVENTS
 
 log = logging.getLogger(__name__)
 
-TICK_TOPICS = (album_events_topic.get_topic_name(), post_events_topic.get_topic_name())
+TICK_TOPICS = (ALBUM_EVENTS, POST_EVENTS)
+
+# the worker's direct producer: started and stopped with the app
+app.service(DirectSender)
 
 
 def tick_interval(deadline_seconds: float) -> float:

@@ -21,6 +21,7 @@ __all__ = [
     "S3Sink",
     "Sink",
     "latest_versions",
+    "write_attempt",
     "write_with_retries",
 ]
 
@@ -71,12 +72,18 @@ class RetryPolicy:
 
 @dataclass(slots=True)
 class BatchOutcome:
-    """What became of a batch: albums written and albums parked with their error and attempts."""
+    """What became of a batch: albums written and albums parked with their error and attempts.
+
+    `retry` is set when the store failed in a way worth another try and the policy has retries
+    left: nothing was decided, the batch is to be written again after `retry_after` seconds.
+    """
 
     written: list[Album] = field(default_factory=list)
     parked: list[tuple[Album, BaseException, int]] = field(default_factory=list)
     changed: int = 0
     retries: int = 0
+    retry: BaseException | None = None
+    retry_after: float = 0.0
 
 
 #: Errors that come from an album's data rather than from the store.
@@ -91,6 +98,47 @@ def _retriable(exc: BaseException) -> bool:
     return not isinstance(exc, DATA_ERRORS)
 
 
+async def write_attempt(
+    sink: Sink,
+    albums: Sequence[Album],
+    policy: RetryPolicy,
+    *,
+    attempt: int = 0,
+    rand: Callable[[], float] = random.random,
+) -> BatchOutcome:
+    """Attempt `attempt` (0 first) at writing a batch; isolate and park what cannot be written.
+
+    A retriable error (the store is down, a timeout) asks for another attempt (`retry`) while
+    `policy.retries` allows, then parks the whole batch. Any other error is a property of some
+    album, not of the store: the batch is split and each album tried alone, so one bad album
+    does not park its neighbours; a retriable error among those asks for the whole batch again
+    (writes are idempotent), so the split albums share one retry budget.
+    """
+    try:
+        changed = await sink.write_batch(albums)
+        return BatchOutcome(written=list(albums), changed=changed, retries=attempt)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        if _retriable(exc):
+            if attempt < policy.retries:
+                return BatchOutcome(
+                    retries=attempt, retry=exc, retry_after=policy.delay(attempt, rand)
+                )
+            return BatchOutcome(parked=[(a, exc, attempt + 1) for a in albums], retries=attempt)
+        if len(albums) == 1:
+            return BatchOutcome(parked=[(albums[0], exc, attempt + 1)], retries=attempt)
+        outcome = BatchOutcome(retries=attempt)
+        for album in albums:
+            one = await write_attempt(sink, [album], policy, attempt=attempt, rand=rand)
+            if one.retry is not None:
+                return one
+            outcome.written += one.written
+            outcome.parked += one.parked
+            outcome.changed += one.changed
+        return outcome
+
+
 async def write_with_retries(
     sink: Sink,
     albums: Sequence[Album],
@@ -99,49 +147,17 @@ async def write_with_retries(
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     rand: Callable[[], float] = random.random,
     on_retry: Callable[[BaseException, int, float], None] | None = None,
-    retries_used: int = 0,
 ) -> BatchOutcome:
-    """Write a batch; retry retriable errors with backoff; isolate and park what cannot be written.
-
-    A retriable error (the store is down, a timeout) is retried until `policy.retries` retries
-    are used, then the whole batch is parked. Any other error is a property of some album, not
-    of the store: the batch is split and each album tried alone (sharing what is left of the
-    retry budget), so one bad album does not park its neighbours.
-    """
-    attempt = retries_used
+    """`write_attempt` until the batch is written or parked, sleeping between attempts."""
+    attempt = 0
     while True:
-        try:
-            changed = await sink.write_batch(albums)
-            return BatchOutcome(written=list(albums), changed=changed, retries=attempt)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            retriable = _retriable(exc)
-            if retriable and attempt < policy.retries:
-                wait = policy.delay(attempt, rand)
-                if on_retry is not None:
-                    on_retry(exc, attempt + 1, wait)
-                await sleep(wait)
-                attempt += 1
-                continue
-            if not retriable and len(albums) > 1:
-                outcome = BatchOutcome(retries=attempt)
-                for album in albums:
-                    one = await write_with_retries(
-                        sink,
-                        [album],
-                        policy,
-                        sleep=sleep,
-                        rand=rand,
-                        on_retry=on_retry,
-                        retries_used=outcome.retries,
-                    )
-                    outcome.written += one.written
-                    outcome.parked += one.parked
-                    outcome.changed += one.changed
-                    outcome.retries = one.retries
-                return outcome
-            return BatchOutcome(parked=[(a, exc, attempt + 1) for a in albums], retries=attempt)
+        outcome = await write_attempt(sink, albums, policy, attempt=attempt, rand=rand)
+        if outcome.retry is None:
+            return outcome
+        if on_retry is not None:
+            on_retry(outcome.retry, attempt + 1, outcome.retry_after)
+        await sleep(outcome.retry_after)
+        attempt += 1
 
 
 class _ClientSink:

@@ -8,10 +8,11 @@ import faust
 
 from streams.faust_consumer import SafeConsumer, SafeTransport
 from streams.settings import settings
+from streams.topics import ALBUM_EVENTS, POST_EVENTS
 
-# Only album.assembled can have offsets without records (the exactly-once relay's transaction
-# markers); every other topic the agents read is dense, and commits on it may not skip.
-SafeConsumer.sparse_topics = {f"{settings.topic_prefix}album.assembled"}
+# The topics Faust's agents read: written by our producers only, without transactions or
+# compaction, so no offset lacks its record and commits on them may never skip one.
+SafeConsumer.dense_topics = {ALBUM_EVENTS, POST_EVENTS}
 
 
 class App(faust.App):

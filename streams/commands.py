@@ -1,4 +1,5 @@
-"""CLI commands on the app: `python -m streams generate|dlq-replay|topics|describe|tail|ingest`."""
+"""CLI commands on the app: `python -m streams generate|dlq-replay|topics|describe|tail|ingest|
+stages`."""
 
 from __future__ import annotations
 
@@ -25,10 +26,13 @@ from streams.kafka_io import produce, topic_partitions
 from streams.settings import redact_url, settings
 from streams.showcase import await_albums as await_albums_in_stores
 from streams.showcase import ingested_albums, vision_for_ingested
+from streams.stages import stages
 from streams.topics import ALBUMS_DLQ
 
 # `python -m streams ingest ...`: a plain click group (ingestion does not run the Faust app)
 cli.add_command(ingest)
+# `python -m streams stages router|sinks`: stage loops outside the worker (streams/stages.py)
+cli.add_command(stages)
 
 
 def _write_json(path: str, doc: Any) -> None:

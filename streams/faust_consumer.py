@@ -55,22 +55,12 @@ log = logging.getLogger(__name__)
 __all__ = ["SafeConsumer", "SafeTransport"]
 
 
-class ReadCommittedThread(aiokafka_driver.AIOKafkaConsumerThread):
-    """Reads read_committed although Faust runs at-least-once: album.assembled may come from
-    the exactly-once relay's transactions, and the sinks must not see aborted records."""
-
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._isolation_level = "read_committed"  # read by AIOKafkaConsumer.start()
-        return consumer
-
-
 class SafeConsumer(aiokafka_driver.Consumer):
     """The aiokafka driver's consumer with the fixes described above."""
 
-    #: Topics that may have offsets without a record (written in transactions or compacted);
-    #: every other topic this consumer reads is dense. Set by the app before the worker starts.
-    sparse_topics: ClassVar[set[str]] = set()
+    #: Topics with a record at every offset (no transactions, no compaction): the internal
+    #: topics the table agents read. Set by the app before the worker starts.
+    dense_topics: ClassVar[set[str]] = set()
     #: Commit checks a partition may stay held at the same offset before it is fetched again.
     held_checks_before_refetch: ClassVar[int] = 3
     redelivered: ClassVar[int] = 0
@@ -92,11 +82,8 @@ class SafeConsumer(aiokafka_driver.Consumer):
         #: last committed offset known per partition; unlike Faust's, kept through a revoke
         self._base: dict[Any, int] = {}
 
-    def _new_consumer_thread(self) -> Any:
-        return ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
-
     def _dense(self, tp: Any) -> bool:
-        return tp.topic not in self.sparse_topics
+        return tp.topic in self.dense_topics
 
     def _refetch(self, tp: Any, offset: int, why: str) -> None:
         """Seek back so records the fetch loop skipped are delivered (again); dropping stays
@@ -224,9 +211,10 @@ class SafeConsumer(aiokafka_driver.Consumer):
 
     async def wait_empty(self) -> None:
         """At a rebalance, wait for every event in flight (a table's writer must finish before
-        its partition moves). At shutdown, wait a bounded time: a sink in the middle of its
-        retries holds its batch unacknowledged, and Faust would wait for it forever. What is
-        still unacknowledged then is not committed and is processed again after the restart."""
+        its partition moves). At shutdown, wait a bounded time: a table agent whose batch waits
+        for an absent broker (agents/direct.send_until_done) holds it unacknowledged, and Faust
+        would wait for it forever. What is still unacknowledged then is not committed and is
+        processed again after the restart."""
         if not self.app.should_stop:
             await super().wait_empty()
             return

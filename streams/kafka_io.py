@@ -1,14 +1,84 @@
-"""Plain aiokafka helpers for tools and commands (producing, reading topics to their end)."""
+"""Plain aiokafka helpers: creating topics, producing, reading topics to their end."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 
 from streams.generator import Record
+from streams.settings import settings
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(
+    names: Sequence[str],
+    partitions: int,
+    *,
+    config: Mapping[str, str] | None = None,
+    bootstrap_servers: list[str] | None = None,
+) -> None:
+    """Create the topics of `names` that do not exist yet (TOPIC_REPLICATION_FACTOR replicas).
+
+    Every process creates what it reads or writes before it starts, so nothing depends on the
+    broker's auto-creation (one partition by default) or on which process started first.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers or settings.bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        for name in names:
+            if name in existing:
+                continue
+            topic = NewTopic(
+                name,
+                partitions,
+                settings.topic_replication_factor,
+                topic_configs=dict(config or {}),
+            )
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process was first
+                await admin.create_topics([topic])
+                log.info("created topic %s (%d partitions)", name, partitions)
+    finally:
+        await admin.close()
+
+
+async def wait_for_topics(names: Sequence[str], partitions: int, within: float = 180.0) -> None:
+    """Until every topic of `names` exists with `partitions` partitions.
+
+    Raises at once when one has another count, and after `within` seconds when one is missing
+    (the Faust worker creates the internal topics; a stage started before it waits for them).
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    await consumer.start()
+    deadline = time.monotonic() + within
+    try:
+        while True:
+            missing = []
+            for name in names:
+                found = len(await topic_partitions(consumer, name))
+                if found == 0:
+                    missing.append(name)
+                elif found != partitions:
+                    raise RuntimeError(
+                        f"topic {name} has {found} partitions, TOPIC_PARTITIONS is {partitions}: "
+                        "use the count it was created with, or a new APP_ID"
+                    )
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topics {missing} do not exist after {within:.0f}s")
+            log.info("waiting for topics %s (the worker creates them)", missing)
+            await asyncio.sleep(1.0)
+    finally:
+        await consumer.stop()
 
 
 async def produce(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -137,9 +138,9 @@ class _Workers:
             )
             self.ports.append(port)
 
-    def wait_healthy(self) -> None:
+    def wait_healthy(self, within: float = 180) -> None:
         for port, proc in zip(self.ports, self.procs, strict=True):
-            _wait_healthy(port, proc)
+            _wait_healthy(port, proc, within)
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -420,3 +421,151 @@ def run_passthrough(
 ) -> PassthroughResult:
     """The Python ceiling on this broker: raw aiokafka consume → produce → commit, batched."""
     return asyncio.run(_passthrough(servers, messages, partitions, value_size))
+
+
+@dataclass(frozen=True, slots=True)
+class StateResult:
+    """`run_state_benchmark`: state in flight, memory, and how long a restart takes."""
+
+    albums: int
+    posts: int
+    load_seconds: float
+    #: peak resident memory of the worker process, and of the worker with its children (bytes)
+    worker_peak_rss: int
+    total_peak_rss: int
+    #: restart on its local RocksDB: until /health answers and the due index holds every album
+    restart_seconds: float
+    #: restart with the local tables deleted: restored from the changelogs
+    recovery_seconds: float
+    #: (seconds since start, worker RSS, total RSS, albums in state) during the load
+    timeline: tuple[tuple[float, int, int, int], ...] = ()
+
+
+def _rss(pid: int) -> tuple[int, int]:
+    """(current, peak) resident bytes of a process (0, 0 when it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0, 0
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+
+    def kb(name: str) -> int:
+        return int(fields.get(name, "0 kB").split()[0]) * 1024
+
+    return kb("VmRSS"), kb("VmHWM")
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _album_states(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/detailed", timeout=5) as r:
+            body = orjson.loads(r.read())
+    except OSError:
+        return -1
+    return int(body["tasks"]["album_assembler"].get("album_states") or 0)
+
+
+async def _produce_albums(servers: list[str], prefix: str, albums: int, unique: str) -> int:
+    """`albums` albums.parsed events (no vision: every album stays in flight); posts made."""
+    import random
+    from datetime import UTC, datetime
+
+    from aiokafka import AIOKafkaProducer
+
+    from streams.generator import make_album
+
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    first = 6 * 10**9 + int(unique[:6], 16) * 10_000_000
+    producer = AIOKafkaProducer(
+        bootstrap_servers=servers, linger_ms=20, max_batch_size=512 * 1024, enable_idempotence=True
+    )
+    await producer.start()
+    posts = 0
+    try:
+        pending = []
+        for i in range(albums):
+            album = make_album(rng, first + i, f"s{unique}", now)
+            posts += len(album["items"])
+            value = orjson.dumps(album)
+            key = str(album["album_id"]).encode()
+            pending.append(await producer.send(prefix + "albums.parsed", key=key, value=value))
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return posts
+
+
+def run_state_benchmark(
+    servers: list[str], albums: int = 1_000_000, partitions: int = 8, within: float = 3600
+) -> StateResult:
+    """`albums` albums in flight in one worker (sinks off, a one-day deadline): its peak memory,
+    then the time a restart takes on its local tables, and from the changelogs alone."""
+    unique = uuid.uuid4().hex[:8]
+    prefix = f"bench-{unique}."
+    posts = asyncio.run(_produce_albums(servers, prefix, albums, unique))
+    env = {
+        **_bench_env(servers, unique, "at_least_once", partitions, ()),
+        "ALBUM_DEADLINE_SECONDS": "86400",
+    }
+    timeline: list[tuple[float, int, int, int]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workers = _Workers(env, Path(tmp), 1)
+        t0 = time.monotonic()
+        try:
+            workers.wait_healthy()
+            port, pid = workers.ports[0], workers.procs[0].pid
+            worker_peak = total_peak = 0
+            deadline = t0 + within
+            while time.monotonic() < deadline:
+                rss, peak = _rss(pid)
+                children = sum(_rss(c)[0] for c in _children_of(pid))
+                worker_peak = max(worker_peak, peak)
+                total_peak = max(total_peak, rss + children)
+                states = _album_states(port)
+                timeline.append((time.monotonic() - t0, rss, rss + children, states))
+                if states >= albums:
+                    break
+                time.sleep(1.0)
+            load_seconds = time.monotonic() - t0
+            if timeline[-1][3] < albums:
+                raise RuntimeError(f"only {timeline[-1][3]} of {albums} albums in state")
+        finally:
+            workers.stop()
+        restart = _timed_restart(env, Path(tmp), albums, within)
+        shutil.rmtree(Path(tmp) / "data-0" / "faust", ignore_errors=True)
+        recovery = _timed_restart(env, Path(tmp), albums, within)
+    return StateResult(
+        albums=albums,
+        posts=posts,
+        load_seconds=load_seconds,
+        worker_peak_rss=worker_peak,
+        total_peak_rss=total_peak,
+        restart_seconds=restart,
+        recovery_seconds=recovery,
+        timeline=tuple(timeline),
+    )
+
+
+def _timed_restart(env: dict[str, str], tmp: Path, albums: int, within: float) -> float:
+    """Seconds from a worker's start until it answers /health and holds every album."""
+    t0 = time.monotonic()
+    workers = _Workers(env, tmp, 1)
+    try:
+        workers.wait_healthy(within)
+        while _album_states(workers.ports[0]) < albums:
+            if time.monotonic() - t0 > within:
+                raise RuntimeError("the restarted worker did not get its state back in time")
+            time.sleep(0.5)
+        return time.monotonic() - t0
+    finally:
+        workers.stop()

@@ -4,8 +4,24 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+# `_created` samples say when a series was made in one process; merged across the worker's
+# processes (merged_exposition) they would mean nothing, and no panel or alert uses them
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 albums_parsed_total = Counter("albums_parsed_total", "albums.parsed events by outcome", ["status"])
 vision_events_total = Counter(
@@ -99,3 +115,56 @@ sink_batch_duration_seconds = Histogram(
 sink_batch_size = Histogram(
     "sink_batch_size", "albums per sink batch", ["sink"], buckets=(1, 5, 10, 25, 50, 100, 250, 500)
 )
+
+
+def merged_exposition(children: Sequence[str]) -> bytes:
+    """This process's metrics with its stage processes' added in (streams/processes.py).
+
+    Samples with the same name and labels are summed: every family here is a counter, a
+    histogram, or a gauge that one process alone sets. The children's `process_*` and
+    `python_*` families (each process has its own) are left out.
+    """
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for family in REGISTRY.collect():
+        _add(families, values, family)
+    for text in children:
+        for family in text_string_to_metric_families(text):
+            if not family.name.startswith(("process_", "python_")):
+                _add(families, values, family)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(list(_rebuilt(families, values))))
+    return generate_latest(registry)
+
+
+def _add(
+    families: dict[str, Metric],
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]],
+    family: Metric,
+) -> None:
+    if family.name not in families:
+        families[family.name] = family
+        values[family.name] = {}
+    summed = values[family.name]
+    for sample in family.samples:
+        key = (sample.name, tuple(sorted(sample.labels.items())))
+        summed[key] = summed.get(key, 0.0) + sample.value
+
+
+def _rebuilt(
+    families: dict[str, Metric],
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]],
+) -> Iterator[Metric]:
+    for name, family in families.items():
+        out = Metric(family.name, family.documentation, family.type, family.unit)
+        for (sample_name, labels), value in values[name].items():
+            out.add_sample(sample_name, dict(labels), value)
+        yield out
+
+
+class _Fixed(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families

@@ -17,13 +17,13 @@ from typing import Any
 from mode import Service
 
 from storage.errors import StorageError
-from storage.sinks import BatchOutcome, RetryPolicy, Sink, write_with_retries
+from storage.sinks import BatchOutcome, RetryPolicy, Sink, write_attempt
 from streams.metrics import sink_retries_total
 from streams.settings import SINK_NAMES, Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Resources", "SinkState", "build_sinks"]
+__all__ = ["Resources", "SinkState", "build_sinks", "plan_sinks"]
 
 
 class SinkStartError(StorageError):
@@ -79,39 +79,47 @@ class SinkState:
         }
 
 
-def build_sinks(settings: Settings) -> tuple[dict[str, Sink], dict[str, str]]:
+def plan_sinks(settings: Settings) -> tuple[list[str], dict[str, str]]:
     """The sinks SINKS asks for whose server is configured; and why each other one is off."""
-    sinks: dict[str, Sink] = {}
     off: dict[str, str] = {}
     wanted = settings.sink_names
     for name in SINK_NAMES:
         if name not in wanted:
             off[name] = "not in SINKS"
-    if "s3" in wanted:
-        if not settings.s3_endpoint_url:
-            off["s3"] = "S3_ENDPOINT_URL is empty"
-        else:
-            from storage.s3 import S3Storage
-            from storage.sinks import S3Sink
+    endpoints = {
+        "s3": ("S3_ENDPOINT_URL", settings.s3_endpoint_url),
+        "postgres": ("DATABASE_URL", settings.database_url.get()),
+        "neo4j": ("NEO4J_URI", settings.neo4j_uri),
+    }
+    for name, (variable, value) in endpoints.items():
+        if name in wanted and not value:
+            off[name] = f"{variable} is empty"
+    return [n for n in wanted if n not in off], off
 
-            sinks["s3"] = S3Sink(
-                S3Storage(
-                    settings.s3_endpoint_url,
-                    settings.s3_bucket,
-                    settings.s3_access_key,
-                    settings.s3_secret_key.get(),
-                    settings.s3_region,
-                )
+
+def build_sinks(settings: Settings) -> tuple[dict[str, Sink], dict[str, str]]:
+    """The sinks of `plan_sinks`, built (not started); and why each other one is off."""
+    enabled, off = plan_sinks(settings)
+    sinks: dict[str, Sink] = {}
+    if "s3" in enabled:
+        from storage.s3 import S3Storage
+        from storage.sinks import S3Sink
+
+        sinks["s3"] = S3Sink(
+            S3Storage(
+                settings.s3_endpoint_url,
+                settings.s3_bucket,
+                settings.s3_access_key,
+                settings.s3_secret_key.get(),
+                settings.s3_region,
             )
-    if "postgres" in wanted:
-        if not settings.database_url.get():
-            off["postgres"] = "DATABASE_URL is empty"
-        else:
-            from storage.postgres.store import PostgresStore
-            from storage.sinks import PostgresSink
+        )
+    if "postgres" in enabled:
+        from storage.postgres.store import PostgresStore
+        from storage.sinks import PostgresSink
 
-            sinks["postgres"] = PostgresSink(PostgresStore(settings.database_url.get()))
-    if "qdrant" in wanted:
+        sinks["postgres"] = PostgresSink(PostgresStore(settings.database_url.get()))
+    if "qdrant" in enabled:
         from storage.embeddings import Embedder
         from storage.qdrant import QdrantIndex
         from storage.sinks import QdrantSink
@@ -124,16 +132,13 @@ def build_sinks(settings: Settings) -> tuple[dict[str, Sink], dict[str, str]]:
                 embedder=Embedder(),
             )
         )
-    if "neo4j" in wanted:
-        if not settings.neo4j_uri:
-            off["neo4j"] = "NEO4J_URI is empty"
-        else:
-            from storage.neo4j import Neo4jGraph
-            from storage.sinks import Neo4jSink
+    if "neo4j" in enabled:
+        from storage.neo4j import Neo4jGraph
+        from storage.sinks import Neo4jSink
 
-            sinks["neo4j"] = Neo4jSink(
-                Neo4jGraph(settings.neo4j_uri, settings.neo4j_user, settings.neo4j_password.get())
-            )
+        sinks["neo4j"] = Neo4jSink(
+            Neo4jGraph(settings.neo4j_uri, settings.neo4j_user, settings.neo4j_password.get())
+        )
     return sinks, off
 
 
@@ -178,6 +183,10 @@ class _Connected:
         return await self.sink.write_batch(albums)
 
 
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
 class Resources(Service):
     """Every storage client of the worker, behind the sinks' retrying `write`.
 
@@ -219,30 +228,29 @@ class Resources(Service):
             except Exception:
                 log.exception("closing sink %s", sink.name)
 
-    async def write(self, name: str, albums: Sequence[Mapping[str, Any]]) -> BatchOutcome:
-        """Write a batch to one sink with retries; the returned outcome lists parked albums."""
-        sink = self._sinks[name]
+    async def attempt(
+        self, name: str, albums: Sequence[Mapping[str, Any]], attempt: int = 0
+    ) -> BatchOutcome:
+        """One attempt (0 first) at a batch of one sink; `outcome.retry` asks for another after
+        `outcome.retry_after` seconds (the sink's stage loop pauses its partitions meanwhile)."""
         state = self.states[name]
-
-        def on_retry(exc: BaseException, attempt: int, wait: float) -> None:
+        outcome = await write_attempt(self._sinks[name], albums, self.policy, attempt=attempt)
+        if outcome.retry is not None:
             state.retrying = True
             state.retries += 1
             sink_retries_total.labels(sink=name).inc()
-            state.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            state.last_error = _describe(outcome.retry)
             state.last_error_at = time.time()
             log.warning(
                 "sink %s: %s; retry %d/%d in %.1fs",
                 name,
                 state.last_error,
-                attempt,
+                attempt + 1,
                 self.policy.retries,
-                wait,
+                outcome.retry_after,
             )
-
-        try:
-            outcome = await write_with_retries(sink, albums, self.policy, on_retry=on_retry)
-        finally:
-            state.retrying = False
+            return outcome
+        state.retrying = False
         state.batches += 1
         state.last_batch_size = len(albums)
         state.albums_written += len(outcome.written)
@@ -251,10 +259,19 @@ class Resources(Service):
         if outcome.written:
             state.last_success_at = time.time()
         if outcome.parked:
-            exc = outcome.parked[-1][1]
-            state.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            state.last_error = _describe(outcome.parked[-1][1])
             state.last_error_at = time.time()
         return outcome
+
+    async def write(self, name: str, albums: Sequence[Mapping[str, Any]]) -> BatchOutcome:
+        """Attempts at a batch until it is written or parked, waiting in between."""
+        attempt = 0
+        while True:
+            outcome = await self.attempt(name, albums, attempt)
+            if outcome.retry is None:
+                return outcome
+            await asyncio.sleep(outcome.retry_after)
+            attempt += 1
 
     async def lookup(self, album_id: int, tenant_id: str) -> dict[str, Any]:
         """What each enabled sink's store holds for one album (for the /stores view)."""

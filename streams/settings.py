@@ -188,6 +188,23 @@ class Settings:
         50_000,
         doc="decoded table states kept in memory between batches, per table (0: none)",
     )
+    stages: str = _env(
+        "STAGES",
+        "router,sinks",
+        doc="stage groups the worker runs as child processes (router, sinks); `inline`: all in "
+        "the worker process; empty: none (run `python -m streams stages GROUP` yourself)",
+    )
+    stage_web_port: int = _env(
+        "STAGE_WEB_PORT",
+        6068,
+        doc="web port of a `stages` process (/health, /health/detailed, /metrics); a worker "
+        "picks a free one for each child",
+    )
+    stage_parent_pid: int = _env(
+        "STAGE_PARENT_PID",
+        0,
+        doc="set by the worker for its stage processes: they stop when it is gone (0: none)",
+    )
     gc_threshold: str = _env(
         "GC_THRESHOLD",
         "100000,50,1000",
@@ -252,6 +269,13 @@ class Settings:
             )
         if self.sink_retries < 0 or self.sink_backoff_seconds < 0:
             raise SettingsError("SINK_RETRIES and SINK_BACKOFF_SECONDS must be >= 0")
+        groups = [g.strip() for g in self.stages.split(",") if g.strip()]
+        if groups != ["inline"] and not set(groups) <= {"router", "sinks"}:
+            raise SettingsError(
+                f"STAGES must list router and/or sinks, or be `inline` or empty: {self.stages!r}"
+            )
+        if not 0 <= self.stage_web_port < 65536:
+            raise SettingsError(f"STAGE_WEB_PORT must be 0..65535, got {self.stage_web_port}")
         try:
             thresholds = self.gc_thresholds
         except ValueError:
@@ -266,6 +290,24 @@ class Settings:
         """The sinks SINKS asks for, in SINK_NAMES order."""
         asked = {s.strip() for s in self.sinks.split(",") if s.strip()}
         return tuple(n for n in SINK_NAMES if n in asked) + tuple(sorted(asked - set(SINK_NAMES)))
+
+    @property
+    def stages_mode(self) -> Literal["spawn", "inline", "external"]:
+        """Where the worker runs its stage groups (STAGES): child processes, itself, nowhere."""
+        groups = [g.strip() for g in self.stages.split(",") if g.strip()]
+        if groups == ["inline"]:
+            return "inline"
+        return "spawn" if groups else "external"
+
+    @property
+    def stage_groups(self) -> tuple[str, ...]:
+        """The stage groups this worker runs (the sinks only when SINKS names any)."""
+        groups = [g.strip() for g in self.stages.split(",") if g.strip()]
+        if groups == ["inline"]:
+            groups = ["router", "sinks"]
+        return tuple(
+            g for g in ("router", "sinks") if g in groups and (g != "sinks" or self.sink_names)
+        )
 
     @property
     def gc_thresholds(self) -> tuple[int, ...]:

@@ -1,4 +1,8 @@
-"""Web endpoints on the Faust web server: /health, /health/detailed and /metrics."""
+"""Web endpoints on the Faust web server: /health, /health/detailed, /metrics, /stores.
+
+The worker's stage processes (streams/processes.py) answer on ports of their own; these views
+include what they report, so one health check and one scrape see this worker's whole pipeline.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,22 @@ import time
 from typing import Any, cast
 
 from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from agents import assembler
 from agents.direct import kafka_connected
-from agents.ingest import Router
-from agents.relay import AssembledRelay
-from agents.sinks import resources
 from streams.app import app
-from streams.metrics import assembled_rate
-from streams.settings import settings
+from streams.metrics import assembled_rate, merged_exposition
+from streams.processes import StageProcesses
+from streams.resources import SinkState, plan_sinks
+from streams.settings import SINK_NAMES, settings
 
 STARTED_AT = time.time()
+
+app.service(StageProcesses)
+
+#: the last answer of each stage group, shown (marked stale) while the group does not answer
+_last_seen: dict[str, tuple[float, dict[str, Any]]] = {}
 
 
 def readiness() -> tuple[bool, str]:
@@ -48,6 +56,7 @@ class HealthDetailed(View):
 
     async def get(self, request: Request) -> Response:
         ok, reason = readiness()
+        groups = await stage_groups()
         body: dict[str, Any] = {
             "status": "ok" if ok else "unavailable",
             "reason": reason,
@@ -60,16 +69,87 @@ class HealthDetailed(View):
             "processing_guarantee": settings.processing_guarantee,
             "tasks": {
                 "album_assembler": assembler_health(ok),
-                "router": {
-                    "status": "running" if Router.routed() or app.started else "starting",
-                    "records_routed": Router.routed(),
-                },
-                "assembled_relay": relay_health(),
+                "router": stage_health(groups, "router", "router"),
+                "assembled_relay": relay_health(groups),
+                "assembled_watch": stage_health(groups, "router", "watch"),
             },
             # one entry per sink: disabled (with the reason), idle, ok, retrying or failing
-            "sinks": resources.health(),
+            "sinks": sinks_health(groups),
+            "processes": processes_health(),
         }
         return self.json(body, status=200 if ok else 503)
+
+
+async def stage_groups() -> dict[str, dict[str, Any] | None]:
+    """Each stage group's /health/detailed; a group that does not answer: its last answer,
+    marked stale, or None."""
+    current = StageProcesses.current
+    answers = {} if current is None else await current.detailed()
+    now = time.monotonic()
+    out: dict[str, dict[str, Any] | None] = {}
+    for group in settings.stage_groups:
+        answer = answers.get(group)
+        if answer is not None:
+            _last_seen[group] = (now, answer)
+            out[group] = answer
+        elif group in _last_seen:
+            seen, last = _last_seen[group]
+            out[group] = {**last, "status": "unavailable", "stale_seconds": round(now - seen, 1)}
+        else:
+            out[group] = None
+    return out
+
+
+def stage_health(
+    groups: dict[str, dict[str, Any] | None], group: str, stage: str
+) -> dict[str, Any]:
+    """One stage's block, as its process reports it."""
+    if settings.stages_mode == "external":
+        return {
+            "status": "external",
+            "reason": f"STAGES is empty: `python -m streams stages {group}`",
+        }
+    answer = groups.get(group)
+    if answer is None:
+        return {"status": "starting", "reason": f"stage process {group} has not answered yet"}
+    block = dict(answer.get("stages", {}).get(stage) or {"status": "unknown"})
+    if answer.get("status") == "unavailable":
+        block["status"] = "unavailable"
+        block["stale_seconds"] = answer.get("stale_seconds")
+    return block
+
+
+def sinks_health(groups: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """Every sink: disabled with the reason, or what the sinks' process reports for it."""
+    enabled, off = plan_sinks(settings)
+    out: dict[str, Any] = {
+        name: SinkState(name, False, reason).to_dict() for name, reason in off.items()
+    }
+    reported = stage_health(groups, "sinks", "sinks")
+    for name in enabled:
+        block = reported.get(name)
+        if isinstance(block, dict):
+            if reported.get("status") == "unavailable":
+                block = {**block, "status": "unavailable"}
+            out[name] = block
+        else:
+            out[name] = {
+                **SinkState(name, True).to_dict(),
+                "status": reported.get("status", "starting"),
+                "reason": reported.get("reason"),
+            }
+    return {name: out[name] for name in sorted(out, key=_sink_order)}
+
+
+def _sink_order(name: str) -> int:
+    return SINK_NAMES.index(name) if name in SINK_NAMES else len(SINK_NAMES)
+
+
+def processes_health() -> dict[str, Any]:
+    current = StageProcesses.current
+    if current is None or settings.stages_mode != "spawn":
+        return {"mode": settings.stages_mode}
+    return {"mode": "spawn", **{c.group: c.status() for c in current.children}}
 
 
 def backlog_size() -> int:
@@ -107,18 +187,11 @@ def assembler_health(ready: bool) -> dict[str, Any]:
     }
 
 
-def relay_health() -> dict[str, Any]:
+def relay_health(groups: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     """The exactly-once relay (disabled under at_least_once)."""
     if not settings.exactly_once:
         return {"status": "disabled", "reason": "PROCESSING_GUARANTEE=at_least_once"}
-    last = AssembledRelay.last_commit_at
-    return {
-        "status": "healthy" if kafka_connected() else "unhealthy",
-        "partitions": list(AssembledRelay.partitions),
-        "published": AssembledRelay.published,
-        "repeats_dropped": AssembledRelay.skipped,
-        "seconds_since_last_commit": None if last is None else round(time.monotonic() - last, 3),
-    }
+    return stage_health(groups, "router", "relay")
 
 
 @app.page("/metrics")
@@ -126,8 +199,12 @@ class Metrics(View):
     """Prometheus exposition of the process's registry."""
 
     async def get(self, request: Request) -> Response:
+        current = StageProcesses.current
+        children = [] if current is None else await current.metrics()
         # aiohttp refuses a charset inside content_type=, so the header is set whole.
-        return self.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return self.bytes(
+            merged_exposition(children), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
 
 @app.page("/stores/{album_id}/")
@@ -140,5 +217,11 @@ class AlbumInStores(View):
             key = int(album_id)
         except ValueError:
             return self.json({"error": "album_id must be an integer"}, status=400)
-        found = await resources.lookup(key, tenant_id)
+        current = StageProcesses.current
+        found = None if current is None else await current.stores(key, tenant_id)
+        if found is None:
+            return self.json(
+                {"error": "no sinks process answers here (SINKS empty, STAGES, or starting)"},
+                status=503,
+            )
         return self.json({"album_id": key, "tenant_id": tenant_id, "stores": found})

@@ -1,9 +1,16 @@
-"""The Faust tables of the pipeline (RocksDB store set on the app, changelog per table)."""
+"""The Faust tables of the pipeline and the topics of the agents that write them.
+
+The RocksDB store is set on the app; each table has a changelog topic. Each table is written by
+one agent only, which reads the internal topic declared beside it with the same partitions.
+"""
 
 from __future__ import annotations
 
+from faust.types import TopicT
+
 from streams.app import app
 from streams.settings import settings
+from streams.topics import ALBUM_EVENTS, POST_EVENTS
 
 # album_id (decimal string) → AlbumState.to_dict(); written only by agents.assembler
 album_state = app.Table(
@@ -18,3 +25,19 @@ post_index = app.Table(
     partitions=settings.topic_partitions,
     help="Post → album index with vision events waiting for their album, by post_id.",
 )
+
+
+def _internal(name: str) -> TopicT:
+    # Envelopes of commands (agents/envelopes.py), JSON; Faust creates the topic with the table's
+    # partition count when it is missing.
+    return app.topic(
+        name,
+        key_serializer="json",
+        value_serializer="json",
+        partitions=settings.topic_partitions,
+        internal=True,
+    )
+
+
+album_events_topic = _internal(ALBUM_EVENTS)
+post_events_topic = _internal(POST_EVENTS)

@@ -40,7 +40,7 @@ class Probe(SafeConsumer):
 
 @pytest.fixture
 def consumer(monkeypatch: pytest.MonkeyPatch) -> Probe:
-    monkeypatch.setattr(SafeConsumer, "sparse_topics", {SPARSE.topic})
+    monkeypatch.setattr(SafeConsumer, "dense_topics", {DENSE.topic})
     return Probe()
 
 

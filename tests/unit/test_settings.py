@@ -109,3 +109,33 @@ def test_every_variable_is_documented_once() -> None:
 def test_unknown_override_is_an_error() -> None:
     with pytest.raises(SettingsError, match="unknown"):
         Settings.from_env({}, no_such_setting=1)
+
+
+@pytest.mark.parametrize(
+    ("stages", "sinks", "mode", "groups"),
+    [
+        ("router,sinks", "s3", "spawn", ("router", "sinks")),
+        ("router,sinks", "", "spawn", ("router",)),  # no sink asked for: no sinks process
+        ("sinks", "s3", "spawn", ("sinks",)),
+        ("inline", "s3", "inline", ("router", "sinks")),
+        ("", "s3", "external", ()),
+    ],
+)
+def test_stages_say_where_the_stage_loops_run(
+    stages: str, sinks: str, mode: str, groups: tuple[str, ...]
+) -> None:
+    s = Settings.from_env({"STAGES": stages, "SINKS": sinks})
+    assert s.stages_mode == mode
+    assert s.stage_groups == groups
+
+
+@pytest.mark.parametrize("value", ["router,relay", "inline,router", "everything"])
+def test_unknown_stage_groups_are_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match="STAGES"):
+        Settings.from_env({"STAGES": value})
+
+
+@pytest.mark.parametrize("value", ["100000,50", "a,b,c", "0,10,10"])
+def test_gc_threshold_must_be_three_positive_integers(value: str) -> None:
+    with pytest.raises(SettingsError, match="GC_THRESHOLD"):
+        Settings.from_env({"GC_THRESHOLD": value})

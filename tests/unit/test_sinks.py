@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from storage.errors import StorageError
-from storage.sinks import RetryPolicy, latest_versions, write_with_retries
+from storage.sinks import RetryPolicy, latest_versions, write_attempt, write_with_retries
 from streams.resources import Resources
 from streams.settings import Settings
 
@@ -222,3 +222,90 @@ def test_unknown_sink_names_are_refused() -> None:
 
     with pytest.raises(SettingsError, match="unknown"):
         Settings.from_env({"SINKS": "s3,elastic"})
+
+
+async def test_one_attempt_asks_for_a_retry_with_backoff_then_parks_when_none_is_left() -> None:
+    policy = RetryPolicy(retries=2, base=1.0, cap=30.0)
+    sink = FakeSink(failures=10)
+    first = await write_attempt(sink, [album(1)], policy, attempt=0, rand=lambda: 1.0)
+    assert isinstance(first.retry, Down)
+    assert first.retry_after == 1.0
+    assert first.parked == []
+    assert first.written == []
+    second = await write_attempt(sink, [album(1)], policy, attempt=1, rand=lambda: 1.0)
+    assert second.retry_after == 2.0
+    last = await write_attempt(sink, [album(1)], policy, attempt=2, rand=lambda: 1.0)
+    assert last.retry is None
+    assert [(a["album_id"], n) for a, _, n in last.parked] == [(1, 3)]
+
+
+async def test_resources_show_a_sink_retrying_while_it_waits_and_ok_after() -> None:
+    settings = Settings.from_env({"SINK_BACKOFF_SECONDS": "1", "SINK_RETRIES": "3"})
+    resources = Resources(settings, sinks={"fake": FakeSink(failures=1)})
+    out = await resources.attempt("fake", [album(3)], 0)
+    assert out.retry is not None
+    assert resources.health()["fake"]["status"] == "retrying"
+    assert resources.health()["fake"]["albums_written"] == 0
+    out = await resources.attempt("fake", [album(3)], 1)
+    assert [a["album_id"] for a in out.written] == [3]
+    state = resources.health()["fake"]
+    assert state["status"] == "ok"
+    assert state["retries"] == 1
+    assert state["albums_written"] == 1
+
+
+def _assembled(album_id: int) -> bytes:
+    import orjson
+
+    return orjson.dumps(
+        {
+            "schema": "album.assembled/v1",
+            "event_id": f"{album_id}:1",
+            "album_id": album_id,
+            "version": 1,
+            "status": "complete",
+            "tenant_id": "acme",
+            "channel_id": -100,
+            "grouped_id": 5,
+            "items_count": 1,
+            "items": [{"post_id": 10 * album_id, "position": 0, "media_kind": "photo"}],
+        }
+    )
+
+
+def _batch(*values: bytes) -> dict[Any, list[Any]]:
+    from aiokafka import ConsumerRecord, TopicPartition
+
+    tp = TopicPartition("album.assembled", 0)
+    return {
+        tp: [
+            ConsumerRecord(tp.topic, 0, offset, 0, 0, b"k", value, None, 1, len(value), [])
+            for offset, value in enumerate(values)
+        ]
+    }
+
+
+async def test_a_sink_stage_writes_pauses_on_an_outage_then_parks_what_cannot_be_written() -> None:
+    import orjson
+
+    from agents.sinks import SinkStages
+    from agents.stage import Backpressure
+
+    settings = Settings.from_env({"SINK_BACKOFF_SECONDS": "1", "SINK_RETRIES": "1"})
+    sink = FakeSink(failures=2)
+    stages = SinkStages(Resources(settings, sinks={"fake": sink}))
+    batch = _batch(_assembled(1), _assembled(2), b"not json")
+    with pytest.raises(Backpressure) as paused:  # the store is down: pause, read it again
+        await stages.handle("fake", batch)
+    assert 0.5 <= paused.value.retry_after <= 1.0
+    dead = await stages.handle("fake", batch)  # down again, no retry left: parked
+    assert sink.stored == {}
+    reasons = [orjson.loads(v)["error_type"] for _, _, v, _ in dead if v is not None]
+    assert len(dead) == 3
+    assert reasons.count("Down") == 2
+    assert all(orjson.loads(v)["stage"] == "sink.fake" for _, _, v, _ in dead if v)
+    assert all(
+        orjson.loads(v)["source_topic"].endswith("-sink-fake-retry") for _, _, v, _ in dead if v
+    )
+    assert await stages.handle("fake", _batch(_assembled(3))) == []  # the store is back
+    assert sink.stored == {3: 1}
