@@ -10,7 +10,7 @@ WORKER := bash compose/local/worker.sh
 PYTEST_ARGS ?=
 
 .PHONY: help run stop test test-unit test-integration lint format typecheck bench-sinks stack-up stack-down \
-        stack-status worker-up worker-down worker-logs venv clean bench bench-ingest migrate
+        stack-status worker-up worker-down worker-logs venv clean bench bench-ingest bench-state migrate
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -72,13 +72,16 @@ worker-up: venv ## Start the Faust worker in the background (pid file under .sta
 worker-down: ## Stop the worker
 	@$(WORKER) down
 
-bench: venv stack-up ## Assembler throughput for both guarantees (prints medians)
-	$(PY) scripts/bench_assembler.py --albums 3000 --runs 3
+bench: venv stack-up ## Passthrough, assembler under both guarantees, latency, 1 vs 2 workers (medians, PNG)
+	$(PY) scripts/bench_assembler.py --albums 10000 --runs 3
 
-bench-sinks: venv stack-up migrate ## End-to-end albums/s with all four sinks, and embedding speed
-	$(PY) scripts/bench_assembler.py --albums 2000 --runs 3 --guarantee at_least_once \
+bench-sinks: venv stack-up migrate ## End-to-end albums/s with all four sinks, per sink, and embedding speed
+	$(PY) scripts/bench_assembler.py --albums 5000 --runs 3 --guarantee at_least_once \
 		--sinks s3,postgres,qdrant,neo4j
 	$(PY) scripts/bench_embeddings.py
+
+bench-state: venv stack-up ## Peak memory with 1,000,000 albums in flight, restart and recovery times (PNG)
+	$(PY) scripts/bench_state.py --albums 1000000
 
 bench-ingest: venv stack-up migrate ## ingest replay throughput: messages/s, albums/s, MB/s (PNG in docs/bench/)
 	$(PY) scripts/bench_ingest.py --albums 300 --runs 3
