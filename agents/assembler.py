@@ -54,14 +54,17 @@ class AssemblerLogic:
 
     def __init__(self, policy: AssemblyPolicy) -> None:
         self.policy = policy
-        #: albums of this worker's partitions not assembled yet (health and metrics)
-        self.in_progress: set[str] = set()
+        #: ids of the albums of this worker's partitions not assembled yet (health, metrics)
+        self.in_progress: set[int] = set()
 
     def decode(self, raw: dict[str, Any]) -> AlbumState:
         return AlbumState.from_dict(raw)
 
     def encode(self, state: AlbumState) -> dict[str, Any]:
         return state.to_dict()
+
+    def due(self, state: AlbumState) -> float | None:
+        return state.next_due()
 
     def due_of(self, raw: dict[str, Any]) -> float | None:
         return raw["due"] if "due" in raw else AlbumState.from_dict(raw).next_due()
@@ -71,9 +74,9 @@ class AssemblerLogic:
 
     def indexed(self, key: str, raw: dict[str, Any] | None) -> None:
         if raw is not None and raw.get("version", 0) == 0:
-            self.in_progress.add(key)
+            self.in_progress.add(int(key))
         else:
-            self.in_progress.discard(key)
+            self.in_progress.discard(int(key))
 
     def handle(
         self, batch: KeyedBatch[AlbumState], key: Any, msg: dict[str, Any], now: float
@@ -192,4 +195,4 @@ async def assembler(stream: StreamT[dict[str, Any]]) -> None:
 def record_gauges() -> None:
     """albums_in_progress and album_state_entries from the driver's indexes."""
     metrics.albums_in_progress.set(len(logic.in_progress))
-    metrics.album_state_size.set(len(driver.due))
+    metrics.album_state_size.set(driver.states)

@@ -50,8 +50,12 @@ class KeyedLogic(Protocol[S]):
 
     def encode(self, state: S) -> dict[str, Any]: ...
 
+    def due(self, state: S) -> float | None:
+        """When time alone may change `state` (None: never)."""
+        ...
+
     def due_of(self, raw: dict[str, Any]) -> float | None:
-        """The next due time of an encoded state (read on rebuilds)."""
+        """The same, of an encoded state (read on rebuilds without decoding it)."""
         ...
 
     def handle(self, batch: KeyedBatch[S], key: Any, msg: dict[str, Any], now: float) -> None:
@@ -84,8 +88,8 @@ class KeyedBatch(Generic[S]):
         self.driver = driver
         self.partition = partition
         self.changed: dict[str, S | None] = {}
-        #: whether each key read had a stored state (a deletion of one that had none is no write)
-        self.stored: dict[str, bool] = {}
+        #: the stored state of each key read, as it was before the batch
+        self.original: dict[str, S | None] = {}
         self.sends: list[Message] = []
         self.after_sent: list[Callable[[], None]] = []
         self._envelopes = envelopes
@@ -94,7 +98,7 @@ class KeyedBatch(Generic[S]):
         if key in self.changed:
             return self.changed[key]
         state = self.driver.load(self.partition, key)
-        self.stored.setdefault(key, state is not None)
+        self.original.setdefault(key, state)
         return state
 
     def put(self, key: str, state: S) -> None:
@@ -158,6 +162,8 @@ class KeyedDriver(Generic[S]):
         self.cache_size = cache_size
         self.send = send
         self.due = DueIndex()
+        #: states stored in this worker's partitions of the table
+        self.states = 0
         self._cache: OrderedDict[str, S] = OrderedDict()
         self.started_at: float | None = None
         self.batches = 0
@@ -193,13 +199,21 @@ class KeyedDriver(Generic[S]):
         self._cache.clear()
         self.due.clear(assignment)
         self.logic.reset_index()
+        self.states = 0
         for partition, key, raw in self.store.items(assignment):
-            self.due.set(partition, key, self.logic.due_of(raw))
-            self.logic.indexed(key, raw)
+            self.states += 1
+            try:
+                self.due.set(partition, key, self.logic.due_of(raw))
+                self.logic.indexed(key, raw)
+            except Exception:
+                # a row this version cannot read stays as it is; it is never due
+                log.exception(
+                    "%s: cannot index %r of partition %d", self.logic.stage, key, partition
+                )
         log.info(
             "%s: %d states on partitions %s indexed in %.2fs",
             self.logic.stage,
-            len(self.due),
+            self.states,
             sorted(assignment),
             time.monotonic() - t0,
         )
@@ -262,6 +276,10 @@ class KeyedDriver(Generic[S]):
         if isinstance(value, dict) and value.get("type") == "tick":
             for key in batch.pop_due(now):
                 try:
+                    state = batch.get(key)
+                    due = None if state is None else self.logic.due(state)
+                    if due is None or due > now:
+                        continue  # deleted, or scheduled again since (DueIndex keeps both)
                     self.logic.on_due(batch, key, now)
                 except Exception as exc:
                     # one album that fails never holds back the others due with it
@@ -297,7 +315,7 @@ class KeyedDriver(Generic[S]):
             out = writes[batch.partition] = []
             for key, state in batch.changed.items():
                 if state is None:
-                    if not batch.stored.get(key, True):
+                    if key in batch.original and batch.original[key] is None:
                         continue  # created and deleted within the batch: nothing stored
                     out.append((key, None))
                     encoded[key] = None
@@ -317,15 +335,24 @@ class KeyedDriver(Generic[S]):
                 continue
             self.store.apply(batch.partition, ws, offsets.get(batch.partition))
             for key, _ in ws:
-                stored = encoded[key]
-                state = batch.changed[key]
-                if stored is None or state is None:
-                    self._cache.pop(key, None)
-                    self.due.discard(key)
-                else:
-                    self._remember(key, state)
-                    self.due.set(batch.partition, key, self.logic.due_of(stored))
-                self.logic.indexed(key, stored)
+                self._indexed(batch, key, encoded[key])
+
+    def _indexed(self, batch: KeyedBatch[S], key: str, raw: dict[str, Any] | None) -> None:
+        """What a written key changes in the cache, the counts and the due index."""
+        state = batch.changed[key]
+        known = key in batch.original
+        before = batch.original.get(key)
+        if known:
+            self.states += int(raw is not None) - int(before is not None)
+        if raw is None or state is None:
+            self._cache.pop(key, None)
+        else:
+            self._remember(key, state)
+            due = self.logic.due_of(raw)
+            # a due time that did not change is scheduled already
+            if not known or before is None or self.logic.due(before) != due:
+                self.due.set(batch.partition, key, due)
+        self.logic.indexed(key, raw)
 
 
 T = TypeVar("T")

@@ -42,6 +42,9 @@ class PostIndexLogic:
     def encode(self, state: PostEntry) -> dict[str, Any]:
         return state.to_dict()
 
+    def due(self, state: PostEntry) -> float | None:
+        return state.next_due()
+
     def due_of(self, raw: dict[str, Any]) -> float | None:
         return raw["due"] if "due" in raw else PostEntry.from_dict(raw).next_due()
 

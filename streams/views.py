@@ -180,7 +180,7 @@ def assembler_health(ready: bool) -> dict[str, Any]:
         "kafka_connected": connected,
         "running": running,
         "albums_in_progress": len(assembler.logic.in_progress),
-        "album_states": len(assembler.driver.due),
+        "album_states": assembler.driver.states,
         "backlog_size": backlog_size() if app.started else None,
         "recent_assembly_rate": round(assembled_rate.rate(), 3),
         "deadline_seconds": settings.album_deadline_seconds,

@@ -82,6 +82,9 @@ class CounterLogic:
     def encode(self, state: Counter) -> dict[str, Any]:
         return {"n": state.n, "due": state.due}
 
+    def due(self, state: Counter) -> float | None:
+        return state.due
+
     def due_of(self, raw: dict[str, Any]) -> float | None:
         return raw.get("due")
 
@@ -273,36 +276,60 @@ async def test_a_broker_outage_is_waited_out_before_anything_is_written(
 
 async def test_deadlines_come_from_the_table_after_a_rebuild_and_fire_once() -> None:
     store = FakeStore()
-    store.data[0] = {"a": {"n": 5, "due": 10.0}, "b": {"n": 1, "due": 1e18}}
+    store.data[0] = {"1": {"n": 5, "due": 10.0}, "2": {"n": 1, "due": 1e18}}
     logic = CounterLogic()
     sender = Sender(store)
     driver = driver_for(store, sender, logic)
     tick = FakeEvent("", {"type": "tick"}, FakeMessage(0, 3))
     await driver.process([tick])  # type: ignore[list-item]
-    assert sender.batches[0] == [("out", b"a", b"expired", None)]
-    assert sender.batches[1] == [("t-changelog", b"a", None, 0)]  # a tombstone
-    assert "a" not in store.data[0]
-    assert logic.indexed_keys["a"] is None
+    assert sender.batches[0] == [("out", b"1", b"expired", None)]
+    assert sender.batches[1] == [("t-changelog", b"1", None, 0)]  # a tombstone
+    assert "1" not in store.data[0]
+    assert logic.indexed_keys["1"] is None
+    assert driver.states == 1
     await driver.process([FakeEvent("", {"type": "tick"}, FakeMessage(0, 4))])  # type: ignore[list-item]
     assert len(sender.batches) == 2  # nothing due any more
 
 
+async def test_a_key_scheduled_later_does_not_fire_at_its_earlier_time() -> None:
+    store = FakeStore()
+    sender = Sender(store)
+    driver = driver_for(store, sender)
+    await driver.process([ev("7", 0, 0, due=10.0)])  # type: ignore[list-item]
+    await driver.process([ev("7", 0, 1, due=10.0)])  # type: ignore[list-item]
+    assert len(driver.due) == 1  # the same due time is scheduled once
+    await driver.process([ev("7", 0, 2, due=1e12)])  # type: ignore[list-item]
+    await driver.process([FakeEvent("", {"type": "tick"}, FakeMessage(0, 3))])  # type: ignore[list-item]
+    assert b"expired" not in [m[2] for m in sender.sent("out")]
+    assert store.value("7")["n"] == 3
+
+
 async def test_one_failing_due_key_does_not_drop_the_others_due_with_it() -> None:
     store = FakeStore()
-    store.data[0] = {k: {"n": 1, "due": 10.0} for k in ("a", "b", "c")}
+    store.data[0] = {k: {"n": 1, "due": 10.0} for k in ("1", "2", "3")}
 
-    class FailsOnB(CounterLogic):
+    class FailsOn2(CounterLogic):
         def on_due(self, batch: KeyedBatch[Counter], key: str, now: float) -> None:
-            if key == "b":
-                raise RuntimeError("cannot expire b")
+            if key == "2":
+                raise RuntimeError("cannot expire 2")
             super().on_due(batch, key, now)
 
     sender = Sender(store)
-    driver = driver_for(store, sender, FailsOnB())
+    driver = driver_for(store, sender, FailsOn2())
     await driver.process([FakeEvent("", {"type": "tick"}, FakeMessage(0, 3))])  # type: ignore[list-item]
-    assert sorted(m[1] for m in sender.sent("out")) == [b"a", b"c"]
-    assert [m[2] for m in sender.sent("dlq")] == [b"0@3: cannot expire b"]
-    assert set(store.data[0]) == {"b"}
+    assert sorted(m[1] for m in sender.sent("out")) == [b"1", b"3"]
+    assert [m[2] for m in sender.sent("dlq")] == [b"0@3: cannot expire 2"]
+    assert set(store.data[0]) == {"2"}
+
+
+async def test_a_row_that_cannot_be_indexed_is_left_alone() -> None:
+    store = FakeStore()
+    store.data[0] = {"x": {"n": 1, "due": 10.0}, "4": {"n": 1, "due": 10.0}}
+    sender = Sender(store)
+    driver = driver_for(store, sender)
+    await driver.process([FakeEvent("", {"type": "tick"}, FakeMessage(0, 3))])  # type: ignore[list-item]
+    assert [m[1] for m in sender.sent("out")] == [b"4"]
+    assert "x" in store.data[0]
 
 
 async def test_a_key_created_and_deleted_in_one_batch_is_never_written() -> None:
