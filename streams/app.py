@@ -46,15 +46,20 @@ app = App(
     # canonical URL other workers of the group forward table-view requests to
     web_host=settings.web_host,
     consumer_auto_offset_reset="earliest",
-    # measured with scripts/bench_assembler.py (README, "Throughput"): table changelogs are
-    # the producer's only traffic, and a 20 ms linger batches them (+25%); larger polls +7%
+    # Faust's producer carries no table write any more (agents/table_store.py), only what
+    # Faust itself sends; a 20 ms linger batches it
     producer_linger=0.02,
-    broker_max_poll_records=2000,
+    # each event the agents read is an envelope of up to 1,000 commands (agents/envelopes.py):
+    # Faust's defaults (polls of 1,000 records, 4,096 buffered per stream) would hold gigabytes
+    broker_max_poll_records=100,
+    stream_buffer_maxsize=32,
     # a killed worker's partitions move after this; heartbeats go 10x as often
     broker_session_timeout=settings.consumer_session_timeout_seconds,
     broker_heartbeat_interval=max(1.0, settings.consumer_session_timeout_seconds / 10),
     # discards local tables after an unclean shutdown (see streams/worker.py)
     Worker="streams.worker:Worker",
+    # restores changelogs in bulk before Faust's per-event recovery (streams/recovery.py)
+    TableManager="streams.recovery:TableManager",
     origin="streams",
     autodiscover=["streams.views", "streams.commands", "tables", "agents"],
 )

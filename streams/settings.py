@@ -162,7 +162,7 @@ class Settings:
         "s3,postgres,qdrant,neo4j",
         doc="comma-separated sinks fed by album.assembled (empty: none, as in the assembler bench)",
     )
-    sink_batch_size: int = _env("SINK_BATCH_SIZE", 100, doc="albums per sink write (stream.take)")
+    sink_batch_size: int = _env("SINK_BATCH_SIZE", 500, doc="albums per sink write, at most")
     sink_batch_seconds: float = _env(
         "SINK_BATCH_SECONDS", 0.5, doc="longest wait for a sink batch to fill"
     )
@@ -176,7 +176,9 @@ class Settings:
         "SINK_BACKOFF_MAX_SECONDS", 30.0, doc="cap of one retry delay"
     )
     table_batch_size: int = _env(
-        "TABLE_BATCH_SIZE", 1000, doc="events per batch of the table agents (assembler, index)"
+        "TABLE_BATCH_SIZE",
+        50,
+        doc="envelopes (each up to 1,000 commands) per batch of the table agents",
     )
     table_batch_seconds: float = _env(
         "TABLE_BATCH_SECONDS",

@@ -12,10 +12,24 @@ from streams.app import app
 from streams.settings import settings
 from streams.topics import ALBUM_EVENTS, POST_EVENTS
 
+MB = 1024 * 1024
+
+# RocksDB per partition of each table (a worker opens one per partition it owns or stands by
+# for). Faust's defaults (three 64 MB memtables and a 2 GB block cache, per partition) would let
+# 16 partitions grow to gigabytes; these hold a worker with 1 M albums in flight to the
+# memory measured by `make bench-state` (README, "Throughput").
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 8 * MB,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 32 * MB,
+    "block_cache_size": 8 * MB,
+}
+
 # album_id (decimal string) → AlbumState.to_dict(); written only by agents.assembler
 album_state = app.Table(
     "album_state",
     partitions=settings.topic_partitions,
+    options=dict(ROCKSDB_OPTIONS),
     help="Albums in flight: items, vision received, version and deadline, by album_id.",
 )
 
@@ -23,6 +37,7 @@ album_state = app.Table(
 post_index = app.Table(
     "post_index",
     partitions=settings.topic_partitions,
+    options=dict(ROCKSDB_OPTIONS),
     help="Post → album index with vision events waiting for their album, by post_id.",
 )
 
