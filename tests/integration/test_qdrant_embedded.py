@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from qdrant_client import AsyncQdrantClient, models
 
 
@@ -42,3 +43,36 @@ async def test_upsert_and_filtered_search_survive_reopen(tmp_path: Path) -> None
         assert [p.id for p in unfiltered.points] == [1, 2]
     finally:
         await client.close()
+
+
+def _points(n: int, album: int) -> list[models.PointStruct]:
+    return [
+        models.PointStruct(id=album * 100 + i, vector=[1, i, 0, 0], payload={"album_id": album})
+        for i in range(n)
+    ]
+
+
+def test_an_upsert_in_one_transaction_is_on_disk_and_a_failed_one_is_not(tmp_path: Path) -> None:
+    from qdrant_client import QdrantClient
+
+    from storage.qdrant import upsert_in_one_transaction
+
+    path = str(tmp_path / "qdrant")
+    client = QdrantClient(path=path)
+    client.create_collection(
+        "it_posts", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE)
+    )
+    upsert_in_one_transaction(client, "it_posts", points=_points(50, 1), wait=True)
+    bad = [*_points(5, 2), models.PointStruct(id=299, vector=[1, 2], payload={})]  # wrong size
+    with pytest.raises(ValueError, match="dim"):  # refused mid-batch: nothing of it committed
+        upsert_in_one_transaction(client, "it_posts", points=bad, wait=True)
+    client.close()
+    again = QdrantClient(path=path)
+    try:
+        stored = {
+            p.payload["album_id"] for p in again.scroll("it_posts", limit=1000)[0] if p.payload
+        }
+        assert again.count("it_posts").count == 50
+        assert stored == {1}
+    finally:
+        again.close()
