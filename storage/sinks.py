@@ -185,7 +185,7 @@ class S3Sink(_ClientSink):
 
     name = "s3"
 
-    def __init__(self, storage: Any, concurrency: int = 16) -> None:
+    def __init__(self, storage: Any, concurrency: int = 32) -> None:
         super().__init__(storage)
         self._sem = asyncio.Semaphore(concurrency)
 
