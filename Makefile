@@ -76,7 +76,7 @@ bench: venv stack-up ## Passthrough, assembler under both guarantees, latency, 1
 	$(PY) scripts/bench_assembler.py --albums 10000 --runs 3
 
 bench-sinks: venv stack-up migrate ## End-to-end albums/s with all four sinks, per sink, and embedding speed
-	$(PY) scripts/bench_assembler.py --albums 5000 --runs 3 --guarantee at_least_once \
+	$(PY) scripts/bench_assembler.py --albums 20000 --runs 3 --guarantee at_least_once \
 		--sinks s3,postgres,qdrant,neo4j
 	$(PY) scripts/bench_embeddings.py
 

@@ -15,7 +15,6 @@ and one health check see the whole pipeline of this worker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -184,7 +183,7 @@ class StageProcesses(Service):
         return [a for a in answers if isinstance(a, str)]
 
     async def stores(self, album_id: int, tenant_id: str) -> dict[str, Any] | None:
-        """What the sinks' stores hold for an album, from the process that runs the sinks."""
+        """What the sinks' stores hold for an album, from the processes that run the sinks."""
         if self.mode == "inline":
             from agents.sinks import SinkStages
 
@@ -192,12 +191,18 @@ class StageProcesses(Service):
                 if isinstance(stage, SinkStages):
                     return await stage.resources.lookup(album_id, tenant_id)
             return None
-        child = self.child("sinks")
-        if child is None:
+        children = [c for c in self.children if settings.sinks_of(c.group)]
+        if not children:
             return None
-        with contextlib.suppress(Exception):
-            query = urllib.parse.urlencode({"tenant_id": tenant_id})
-            answer = await child.get(f"/stores/{album_id}/?{query}", seconds=30)
+        query = urllib.parse.urlencode({"tenant_id": tenant_id})
+        answers = await asyncio.gather(
+            *(c.get(f"/stores/{album_id}/?{query}", seconds=30) for c in children)
+        )
+        found: dict[str, Any] = {}
+        for child, answer in zip(children, answers, strict=True):
             if isinstance(answer, dict):
-                return answer
-        return None
+                found.update(answer)
+            else:
+                for name in settings.sinks_of(child.group):
+                    found[name] = {"error": f"stage process {child.group} does not answer"}
+        return found

@@ -97,9 +97,14 @@ def plan_sinks(settings: Settings) -> tuple[list[str], dict[str, str]]:
     return [n for n in wanted if n not in off], off
 
 
-def build_sinks(settings: Settings) -> tuple[dict[str, Sink], dict[str, str]]:
-    """The sinks of `plan_sinks`, built (not started); and why each other one is off."""
+def build_sinks(
+    settings: Settings, only: Sequence[str] | None = None
+) -> tuple[dict[str, Sink], dict[str, str]]:
+    """The sinks of `plan_sinks` (those of `only`), built (not started); and why each other
+    one is off."""
     enabled, off = plan_sinks(settings)
+    if only is not None:
+        enabled = [n for n in enabled if n in only]
     sinks: dict[str, Sink] = {}
     if "s3" in enabled:
         from storage.s3 import S3Storage
@@ -196,7 +201,12 @@ class Resources(Service):
     """
 
     def __init__(
-        self, settings: Settings, sinks: Mapping[str, Sink] | None = None, **kwargs: Any
+        self,
+        settings: Settings,
+        sinks: Mapping[str, Sink] | None = None,
+        *,
+        only: Sequence[str] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
@@ -206,9 +216,12 @@ class Resources(Service):
             cap=settings.sink_backoff_max_seconds,
         )
         if sinks is None:
-            built, off = build_sinks(settings)
+            built, off = build_sinks(settings, only)
         else:
             built, off = dict(sinks), {}
+        if only is not None:
+            # a process that runs some of the sinks reports those only
+            off = {n: why for n, why in off.items() if n in only}
         self.states: dict[str, SinkState] = {
             name: SinkState(name, enabled=False, reason=why) for name, why in off.items()
         }

@@ -192,9 +192,10 @@ class Settings:
     )
     stages: str = _env(
         "STAGES",
-        "router,sinks",
-        doc="stage groups the worker runs as child processes (router, sinks); `inline`: all in "
-        "the worker process; empty: none (run `python -m streams stages GROUP` yourself)",
+        "router,sinks:qdrant,sinks:s3+postgres+neo4j",
+        doc="stage groups the worker runs, one child process each: router, sinks (every sink), "
+        "sinks:NAME+NAME (those sinks); `inline`: all in the worker process; empty: none (run "
+        "`python -m streams stages GROUP` yourself)",
     )
     stage_web_port: int = _env(
         "STAGE_WEB_PORT",
@@ -272,9 +273,10 @@ class Settings:
         if self.sink_retries < 0 or self.sink_backoff_seconds < 0:
             raise SettingsError("SINK_RETRIES and SINK_BACKOFF_SECONDS must be >= 0")
         groups = [g.strip() for g in self.stages.split(",") if g.strip()]
-        if groups != ["inline"] and not set(groups) <= {"router", "sinks"}:
+        if groups != ["inline"] and not all(_stage_group(g) for g in groups):
             raise SettingsError(
-                f"STAGES must list router and/or sinks, or be `inline` or empty: {self.stages!r}"
+                "STAGES must list router, sinks or sinks:NAME+NAME (NAME one of "
+                f"{', '.join(SINK_NAMES)}), or be `inline` or empty: {self.stages!r}"
             )
         if not 0 <= self.stage_web_port < 65536:
             raise SettingsError(f"STAGE_WEB_PORT must be 0..65535, got {self.stage_web_port}")
@@ -303,13 +305,21 @@ class Settings:
 
     @property
     def stage_groups(self) -> tuple[str, ...]:
-        """The stage groups this worker runs (the sinks only when SINKS names any)."""
+        """The stage groups this worker runs; a sinks group only when SINKS names one of its
+        sinks."""
         groups = [g.strip() for g in self.stages.split(",") if g.strip()]
         if groups == ["inline"]:
             groups = ["router", "sinks"]
-        return tuple(
-            g for g in ("router", "sinks") if g in groups and (g != "sinks" or self.sink_names)
-        )
+        return tuple(g for g in groups if g == "router" or self.sinks_of(g))
+
+    def sinks_of(self, group: str) -> tuple[str, ...]:
+        """The sinks SINKS asks for that a stage group runs (`sinks` or `sinks:a+b`)."""
+        if group == "sinks":
+            return self.sink_names
+        if group.startswith("sinks:"):
+            names = set(group.split(":", 1)[1].split("+"))
+            return tuple(n for n in self.sink_names if n in names)
+        return ()
 
     @property
     def gc_thresholds(self) -> tuple[int, ...]:
@@ -361,6 +371,15 @@ class Settings:
                 value = redact_url(value.get()) if f.name == "database_url" else repr(value)
             out[f.metadata["env"]] = str(value) if isinstance(value, Path) else value
         return out
+
+
+def _stage_group(group: str) -> bool:
+    if group in ("router", "sinks"):
+        return True
+    if not group.startswith("sinks:"):
+        return False
+    names = group.split(":", 1)[1].split("+")
+    return bool(names) and set(names) <= set(SINK_NAMES)
 
 
 def _convert(attr: str, env_name: str, raw: str) -> object:

@@ -31,11 +31,21 @@ from streams.settings import settings
 
 log = logging.getLogger(__name__)
 
-#: what each group of stages runs, in start order
+#: what each group of stages runs, in start order; `sinks:a+b` runs those sinks alone
 GROUPS: dict[str, tuple[str, ...]] = {
     "router": ("router", "relay", "watch"),
     "sinks": ("sinks",),
 }
+
+
+def _stages_of(group: str) -> tuple[str, ...]:
+    if group in GROUPS:
+        return GROUPS[group]
+    if group.startswith("sinks:"):
+        return ("sinks",)
+    raise click.BadParameter(
+        f"unknown stage group {group!r}; known: router, sinks, sinks:NAME+NAME"
+    )
 
 
 class Stage(Protocol):
@@ -52,10 +62,8 @@ class Stage(Protocol):
 
 def build(group: str) -> list[Stage]:
     """The stages of `group` (not started)."""
-    if group not in GROUPS:
-        raise click.BadParameter(f"unknown stage group {group!r}; known: {sorted(GROUPS)}")
     stages: list[Stage] = []
-    for name in GROUPS[group]:
+    for name in _stages_of(group):
         if name == "router":
             from agents.ingest import Router
 
@@ -70,8 +78,9 @@ def build(group: str) -> list[Stage]:
             stages.append(Watcher())
         elif name == "sinks":
             from agents.sinks import SinkStages
+            from streams.resources import Resources
 
-            stages.append(SinkStages())
+            stages.append(SinkStages(Resources(settings, only=settings.sinks_of(group))))
     return stages
 
 
@@ -193,9 +202,11 @@ async def run_group(group: str, port: int, parent: int = 0) -> None:
 
 
 @click.command("stages")
-@click.argument("group", type=click.Choice(sorted(GROUPS)))
+@click.argument("group")
 def stages(group: str) -> None:
-    """Run one group of stage loops in this process: router (router, relay, watcher) or sinks."""
+    """Run one group of stage loops in this process: router (router, relay, watcher), sinks
+    (every sink) or sinks:NAME+NAME (those sinks)."""
+    _stages_of(group)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format=f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] [stages {group}] %(message)s",

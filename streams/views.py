@@ -120,13 +120,21 @@ def stage_health(
 
 
 def sinks_health(groups: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
-    """Every sink: disabled with the reason, or what the sinks' process reports for it."""
+    """Every sink: disabled with the reason, or what the process that runs it reports."""
     enabled, off = plan_sinks(settings)
     out: dict[str, Any] = {
         name: SinkState(name, False, reason).to_dict() for name, reason in off.items()
     }
-    reported = stage_health(groups, "sinks", "sinks")
     for name in enabled:
+        group = next((g for g in settings.stage_groups if name in settings.sinks_of(g)), None)
+        if group is None:
+            mode = settings.stages_mode
+            reason = "STAGES runs no group with this sink"
+            out[name] = {**SinkState(name, True, reason).to_dict(), "status": "external"}
+            if mode != "external":
+                out[name]["status"] = "not_run"
+            continue
+        reported = stage_health(groups, group, "sinks")
         block = reported.get(name)
         if isinstance(block, dict):
             if reported.get("status") == "unavailable":

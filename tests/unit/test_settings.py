@@ -115,6 +115,18 @@ def test_unknown_override_is_an_error() -> None:
     ("stages", "sinks", "mode", "groups"),
     [
         ("router,sinks", "s3", "spawn", ("router", "sinks")),
+        (
+            "router,sinks:qdrant,sinks:s3+postgres+neo4j",  # the default
+            "s3,qdrant",
+            "spawn",
+            ("router", "sinks:qdrant", "sinks:s3+postgres+neo4j"),
+        ),
+        (
+            "router,sinks:qdrant,sinks:s3+postgres+neo4j",
+            "s3",
+            "spawn",
+            ("router", "sinks:s3+postgres+neo4j"),
+        ),
         ("router,sinks", "", "spawn", ("router",)),  # no sink asked for: no sinks process
         ("sinks", "s3", "spawn", ("sinks",)),
         ("inline", "s3", "inline", ("router", "sinks")),
@@ -129,7 +141,16 @@ def test_stages_say_where_the_stage_loops_run(
     assert s.stage_groups == groups
 
 
-@pytest.mark.parametrize("value", ["router,relay", "inline,router", "everything"])
+def test_a_sink_group_runs_the_sinks_it_names_that_sinks_asks_for() -> None:
+    s = Settings.from_env({"SINKS": "s3,neo4j"})
+    assert s.sinks_of("sinks:s3+postgres+neo4j") == ("s3", "neo4j")
+    assert s.sinks_of("sinks") == ("s3", "neo4j")
+    assert s.sinks_of("router") == ()
+
+
+@pytest.mark.parametrize(
+    "value", ["router,relay", "inline,router", "everything", "sinks:s3+elastic", "sinks:"]
+)
 def test_unknown_stage_groups_are_refused(value: str) -> None:
     with pytest.raises(SettingsError, match="STAGES"):
         Settings.from_env({"STAGES": value})
