@@ -17,6 +17,7 @@ from schemas.events import AlbumAssembled, AlbumParsed, VisionAnalyzed
 from schemas.validation import InvalidEvent
 from streams import metrics
 from streams.app import app
+from streams.health import health
 from streams.settings import settings
 from streams.topics import ALBUM_ASSEMBLED, ALBUM_EVENTS, OUTBOX
 from tables.album_state import (
@@ -150,7 +151,7 @@ def _count_emission(album: AlbumAssembled, size: int) -> None:
     metrics.album_assembly_lag_seconds.observe(album.assembly_lag_seconds)
     metrics.album_items_count.labels(status=album.status).observe(album.items_count)
     metrics.album_vision_summary_size_bytes.observe(size)
-    metrics.assembled_rate.add()
+    health.assembled.add()
 
 
 logic = AssemblerLogic(

@@ -21,6 +21,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 
+from streams.health import health
 from streams.settings import settings
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,6 @@ class DirectSender(Service):
     registers it as a service (agents/ticker.py), stage processes call `close_producer`."""
 
     producer: AIOKafkaProducer | None = None
-    #: monotonic time the broker last acknowledged a direct send (health: Kafka connectivity)
-    kafka_ok_at: float | None = None
 
     _lock: asyncio.Lock | None = None
 
@@ -68,7 +67,7 @@ class DirectSender(Service):
                 )
                 await producer.start()
                 cls.producer = producer
-                cls.kafka_ok_at = time.monotonic()
+                health.kafka_acked()
         return cls.producer
 
     async def on_stop(self) -> None:
@@ -121,7 +120,7 @@ async def send_direct(messages: Sequence[Message]) -> dict[tuple[str, int], int]
         future = await producer.send_batch(batch, topic, partition=partition)
         pending.append(((topic, partition), count, future))
     results = await asyncio.gather(*(future for _, _, future in pending))
-    DirectSender.kafka_ok_at = time.monotonic()
+    health.kafka_acked()
     last: dict[tuple[str, int], int] = {}
     for (tp, count, _), meta in zip(pending, results, strict=True):
         last[tp] = max(last.get(tp, -1), meta.offset + count - 1)
@@ -151,12 +150,6 @@ async def send_until_done(
             log.exception("%s: sending %d messages failed; retrying", stage, len(messages))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
-
-
-def kafka_connected(window: float = 15.0) -> bool:
-    """True when the broker acknowledged this worker's sends (ticks at least) recently."""
-    ok = DirectSender.kafka_ok_at
-    return ok is not None and time.monotonic() - ok < window
 
 
 def group_consumer(group_id: str, **extra: Any) -> AIOKafkaConsumer:

@@ -50,6 +50,8 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from mode import Service
 
+from streams.health import health
+
 log = logging.getLogger(__name__)
 
 __all__ = ["SafeConsumer", "SafeTransport"]
@@ -63,10 +65,6 @@ class SafeConsumer(aiokafka_driver.Consumer):
     dense_topics: ClassVar[set[str]] = set()
     #: Commit checks a partition may stay held at the same offset before it is fetched again.
     held_checks_before_refetch: ClassVar[int] = 3
-    redelivered: ClassVar[int] = 0
-    gaps_refused: ClassVar[int] = 0
-    refetches: ClassVar[int] = 0
-    skipped_acks_refused: ClassVar[int] = 0
 
     #: Seconds before a re-fetch of the same partition from the same offset may be asked again.
     refetch_quiet_seconds: ClassVar[float] = 10.0
@@ -104,7 +102,7 @@ class SafeConsumer(aiokafka_driver.Consumer):
         ):
             return
         self._refetching[tp] = (target, now)
-        SafeConsumer.refetches += 1
+        health.consumer_refetches += 1
         log.warning("%s: fetching again from offset %d: %s", tp, target, why)
         task = asyncio.ensure_future(self._seek_back(tp, target))
         task.add_done_callback(_log_seek_failure)
@@ -127,7 +125,7 @@ class SafeConsumer(aiokafka_driver.Consumer):
 
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         if self._dense(tp):
-            SafeConsumer.gaps_refused += 1
+            health.consumer_gaps_refused += 1
             self._refetch(
                 tp, offset_from, f"offsets {offset_from}..{offset_to - 1} were skipped by the fetch"
             )
@@ -137,7 +135,7 @@ class SafeConsumer(aiokafka_driver.Consumer):
     def ack(self, message: Any) -> bool:
         if not message.tracked:
             # Faust's skip path (see 4. above): no stream started this record
-            SafeConsumer.skipped_acks_refused += 1
+            health.consumer_skipped_acks_refused += 1
             return False
         return bool(super().ack(message))
 
@@ -266,7 +264,7 @@ class SafeConsumer(aiokafka_driver.Consumer):
                         # --- the change: never drop a record that is not known to be done
                         if not deliver and not self._already_done(tp, offset):
                             deliver = True
-                            SafeConsumer.redelivered += 1
+                            health.consumer_redelivered += 1
                             log.warning(
                                 "Delivering %s offset %d again: Faust's read offset %d is past "
                                 "it but it was neither acknowledged nor committed",
@@ -316,7 +314,7 @@ if _FaustStreamIterator is not None:  # pragma: no branch - Faust is built with 
 
         def after(self, event: Any, do_ack: Any, sensor_state: Any) -> Any:
             if do_ack and event is not None and not event.message.tracked:
-                SafeConsumer.skipped_acks_refused += 1
+                health.consumer_skipped_acks_refused += 1
                 do_ack = False
             return super().after(event, do_ack, sensor_state)
 

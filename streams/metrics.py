@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import (
@@ -15,9 +13,11 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+
+from streams.health import health
 
 # `_created` samples say when a series was made in one process; merged across the worker's
 # processes (merged_exposition) they would mean nothing, and no panel or alert uses them
@@ -61,31 +61,23 @@ post_index_events_total = Counter(
 )
 
 
-class RateWindow:
-    """Events per second over the last `window` seconds (for /health/detailed)."""
+class _HealthCounters(Collector):
+    """The counters of the process's health registry (streams/health.py), as metrics."""
 
-    def __init__(self, window: float = 60.0) -> None:
-        self.window = window
-        self._times: deque[float] = deque()
-        self.started = time.monotonic()
-
-    def add(self, n: int = 1) -> None:
-        now = time.monotonic()
-        self._times.extend([now] * n)
-        self._trim(now)
-
-    def rate(self) -> float:
-        now = time.monotonic()
-        self._trim(now)
-        span = min(self.window, max(now - self.started, 1e-9))
-        return len(self._times) / span
-
-    def _trim(self, now: float) -> None:
-        while self._times and self._times[0] < now - self.window:
-            self._times.popleft()
+    def collect(self) -> Iterable[Metric]:
+        docs = {
+            "consumer_redelivered": "records Faust's consumer delivered again (never dropped)",
+            "consumer_gaps_refused": "offset gaps Faust would have counted as done, refused",
+            "consumer_refetches": "partitions fetched again from their committed offset",
+            "consumer_skipped_acks_refused": "acks of records no stream started, refused",
+        }
+        for name, value in health.counters().items():
+            family = CounterMetricFamily(f"{name}_total", docs[name])
+            family.add_metric([], value)
+            yield family
 
 
-assembled_rate = RateWindow()
+REGISTRY.register(_HealthCounters())
 
 album_assembled_seen_total = Counter(
     "album_assembled_seen_total", "album.assembled events read back by the watcher", ["status"]

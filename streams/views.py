@@ -13,9 +13,9 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from agents import assembler
-from agents.direct import kafka_connected
 from streams.app import app
-from streams.metrics import assembled_rate, merged_exposition
+from streams.health import health
+from streams.metrics import merged_exposition
 from streams.processes import StageProcesses
 from streams.resources import SinkState, plan_sinks
 from streams.settings import SINK_NAMES, settings
@@ -64,7 +64,7 @@ class HealthDetailed(View):
             "uptime_seconds": round(time.time() - STARTED_AT, 3),
             "kafka": {
                 "bootstrap_servers": settings.kafka_bootstrap_servers,
-                "connected": kafka_connected(),
+                "connected": health.kafka_connected(),
             },
             "processing_guarantee": settings.processing_guarantee,
             "tasks": {
@@ -179,7 +179,7 @@ def backlog_size() -> int:
 def assembler_health(ready: bool) -> dict[str, Any]:
     """The seed's album_assembler health block, from this worker's view."""
     running = bool(app.started) and assembler.driver.started_at is not None
-    connected = kafka_connected()
+    connected = health.kafka_connected()
     status = "healthy" if ready and running and connected else "unhealthy"
     if status == "healthy" and app.rebalancing:
         status = "degraded"
@@ -190,7 +190,7 @@ def assembler_health(ready: bool) -> dict[str, Any]:
         "albums_in_progress": len(assembler.logic.in_progress),
         "album_states": assembler.driver.states,
         "backlog_size": backlog_size() if app.started else None,
-        "recent_assembly_rate": round(assembled_rate.rate(), 3),
+        "recent_assembly_rate": round(health.assembled.rate(), 3),
         "deadline_seconds": settings.album_deadline_seconds,
     }
 
