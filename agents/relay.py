@@ -33,6 +33,7 @@ from mode import Service
 
 from agents.direct import Message
 from agents.stage import Batch, StageLoop
+from schemas.events import supersedes
 from streams.kafka_io import ensure_topics
 from streams.metrics import relay_published_total, relay_skipped_total
 from streams.settings import settings
@@ -175,7 +176,7 @@ class AssembledRelay(Service):
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                     log.error("relay: unreadable outbox record at %s@%d", tp, m.offset)
                     continue
-                if version <= max(state.get(album_id, 0), pending.get(album_id, 0)):
+                if not supersedes(version, pending.get(album_id, state.get(album_id))):
                     skipped += 1
                     continue
                 await producer.send(ALBUM_ASSEMBLED, key=str(album_id).encode(), value=m.value)

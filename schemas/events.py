@@ -7,6 +7,7 @@ checking it again.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,17 @@ ALBUM_ASSEMBLED_V1 = "album.assembled/v1"
 DLQ_V1 = "albums.dlq/v1"
 
 MAX_ALBUM_ITEMS = 10
+
+#: a tenant_id of the contract: safe in every store's keys, paths and filters
+TENANT_PATTERN = "[A-Za-z0-9_-]{1,64}"
+TENANT_RE = re.compile(TENANT_PATTERN)
+
+
+def supersedes(version: int, stored: int | None) -> bool:
+    """The one "latest version wins" rule of every store and of the relay: an album.assembled
+    version replaces what is stored only when it is strictly higher. On a tie the stored one
+    stays: an equal version is the same event (event_id `album_id:version`) again."""
+    return stored is None or version > stored
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +11,8 @@ from schemas.events import (
     ALBUM_ASSEMBLED_V1,
     ALBUMS_PARSED_V1,
     MAX_ALBUM_ITEMS,
+    TENANT_PATTERN,
+    TENANT_RE,
     VISION_ANALYZED_V1,
     AlbumItem,
     AlbumParsed,
@@ -19,7 +20,6 @@ from schemas.events import (
     VisionAnalyzed,
 )
 
-TENANT_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_TEXT = 64 * 1024
 MAX_LABELS = 100
 
@@ -104,7 +104,7 @@ def _tenant(d: Mapping[str, Any]) -> str:
     assert tenant is not None
     if not TENANT_RE.fullmatch(tenant):
         raise InvalidEvent(
-            "invalid_tenant_id", f"tenant_id {tenant!r} does not match [A-Za-z0-9_-]{{1,64}}"
+            "invalid_tenant_id", f"tenant_id {tenant!r} does not match {TENANT_PATTERN}"
         )
     return tenant
 

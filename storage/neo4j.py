@@ -10,6 +10,7 @@ from neo4j import AsyncDriver, AsyncGraphDatabase, AsyncManagedTransaction, Asyn
 from neo4j import exceptions as neo4j_exc
 from neo4j.time import DateTime
 
+from schemas.events import supersedes
 from storage.errors import StorageError
 
 __all__ = ["Neo4jError", "Neo4jGraph", "album_rows"]
@@ -180,12 +181,12 @@ def _row(album: Mapping[str, Any]) -> dict[str, Any]:
 
 def album_rows(albums: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The Cypher parameters of a batch: one row per album_id, its highest version (the
-    later event on a tie), so one statement never writes an album twice."""
+    first event on a tie, `supersedes`), so one statement never writes an album twice."""
     best: dict[int, dict[str, Any]] = {}
     for album in albums:
         row = _row(album)
         seen = best.get(row["album_id"])
-        if seen is None or row["version"] >= seen["version"]:
+        if seen is None or supersedes(row["version"], seen["version"]):
             best[row["album_id"]] = row
     return list(best.values())
 

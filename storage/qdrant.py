@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -18,6 +17,7 @@ from pydantic import ValidationError
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from schemas.events import TENANT_PATTERN, TENANT_RE, supersedes
 from storage.embeddings import Embedder, post_text
 from storage.errors import StorageError
 
@@ -30,7 +30,6 @@ __all__ = [
 ]
 
 COLLECTION = "telegram_posts"
-TENANT_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Fixed forever: point ids derive from it, so changing it would duplicate every post.
 POINT_NAMESPACE = uuid.UUID("c5ce3245-bf53-4482-b5be-98a1fbfc4d5c")
 RANGE_KEYS = frozenset({"gt", "gte", "lt", "lte"})
@@ -57,7 +56,7 @@ class QdrantError(StorageError):
 
 def _check_tenant(tenant_id: object) -> str:
     if not isinstance(tenant_id, str) or not TENANT_RE.fullmatch(tenant_id):
-        raise ValueError(f"tenant_id {tenant_id!r} is not [A-Za-z0-9_-]{{1,64}}")
+        raise ValueError(f"tenant_id {tenant_id!r} is not {TENANT_PATTERN}")
     return tenant_id
 
 
@@ -394,7 +393,7 @@ class QdrantIndex:
         for album in albums:
             key = (_check_tenant(album["tenant_id"]), int(album["album_id"]))
             held = latest.get(key)
-            if held is None or int(album["version"]) > int(held["version"]):
+            if held is None or supersedes(int(album["version"]), int(held["version"])):
                 latest[key] = album
         if not latest:
             return 0
@@ -419,6 +418,8 @@ class QdrantIndex:
             if any(stored_version.get(pid, 0) > version for pid in ids_of[key]):
                 continue  # a newer version is already indexed
             for pid, item in zip(ids_of[key], album["items"], strict=True):
+                if not supersedes(version, stored_version.get(pid)):
+                    continue  # this point holds this version already (a replay)
                 text = post_text(album.get("caption_text"), item.get("vision"))
                 points.append((pid, _payload(album, item, text)))
         if not points:

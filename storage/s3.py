@@ -13,9 +13,9 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
+from schemas.events import TENANT_PATTERN, TENANT_RE, supersedes
 from storage.errors import StorageError
 
-TENANT_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 RETRIABLE_CODES = frozenset(
     {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "503", "500"}
@@ -37,7 +37,7 @@ class S3Error(StorageError):
 def album_summary_key(tenant_id: str, album_id: int) -> str:
     """`album/{tenant_id}/{album_id}_vision_summary_v1.json`; nothing can escape the prefix."""
     if not TENANT_RE.fullmatch(tenant_id):
-        raise ValueError(f"tenant_id {tenant_id!r} is not [A-Za-z0-9_-]{{1,64}}")
+        raise ValueError(f"tenant_id {tenant_id!r} is not {TENANT_PATTERN}")
     if isinstance(album_id, bool) or not isinstance(album_id, int) or album_id < 0:
         raise ValueError(f"album_id {album_id!r} is not a non-negative integer")
     return f"album/{tenant_id}/{album_id}_vision_summary_v1.json"
@@ -202,7 +202,7 @@ class S3Storage:
                 raise
         for _ in range(5):
             stored = await self._stored(key)
-            if stored is not None and stored[0] >= version:
+            if not supersedes(version, None if stored is None else stored[0]):
                 return False
             condition = {"IfNoneMatch": "*"} if stored is None else {"IfMatch": stored[1]}
             try:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from schemas.events import supersedes
 from storage.errors import StorageError
 
 Album = Mapping[str, Any]
@@ -41,11 +42,13 @@ class Sink(Protocol):
 
 
 def latest_versions(albums: Iterable[Album]) -> list[Album]:
-    """One event per album_id, the highest version, in first-seen order."""
+    """One event per album_id, the highest version (the first on a tie, `supersedes`), in
+    first-seen order."""
     best: dict[int, Album] = {}
     for album in albums:
         key = int(album["album_id"])
-        if key not in best or int(album["version"]) > int(best[key]["version"]):
+        held = best.get(key)
+        if held is None or supersedes(int(album["version"]), int(held["version"])):
             best[key] = album
     return list(best.values())
 

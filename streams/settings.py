@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from schemas.events import TENANT_PATTERN, TENANT_RE
+
 ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
 
 
@@ -258,9 +260,9 @@ class Settings:
             )
         if self.sink_batch_size < 1 or self.sink_batch_seconds <= 0:
             raise SettingsError("SINK_BATCH_SIZE must be >= 1 and SINK_BATCH_SECONDS > 0")
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.ingest_tenant_id):
+        if not TENANT_RE.fullmatch(self.ingest_tenant_id):
             raise SettingsError(
-                f"INGEST_TENANT_ID must match [A-Za-z0-9_-]{{1,64}}, got {self.ingest_tenant_id!r}"
+                f"INGEST_TENANT_ID must match {TENANT_PATTERN}, got {self.ingest_tenant_id!r}"
             )
         if self.ingest_max_media_bytes < 0 or self.ingest_album_debounce_seconds < 0:
             raise SettingsError("INGEST_MAX_MEDIA_BYTES and INGEST_ALBUM_DEBOUNCE_SECONDS >= 0")

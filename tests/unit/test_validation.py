@@ -557,3 +557,12 @@ def test_vision_labels_null_or_empty_mean_no_labels(value: Any) -> None:
 
 def test_vision_out_of_range_post_id() -> None:
     assert vision_error(enc(with_value(vision_dict(), ("post_id",), 2**63))) == "out_of_range"
+
+
+def test_one_version_rule_newer_wins_and_a_tie_keeps_what_is_stored() -> None:
+    from schemas.events import supersedes
+
+    assert supersedes(1, None)
+    assert supersedes(3, 2)
+    assert not supersedes(2, 2)
+    assert not supersedes(1, 2)
