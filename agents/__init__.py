@@ -1,1 +1,1 @@
-"""Faust agents: ingest-side routing, the album assembler and the sink agents."""
+"""The stages: the router, the table agents (assembler, post index), the relay, the sinks."""

@@ -1,4 +1,4 @@
-"""Async storage clients: S3 and Postgres (Qdrant and Neo4j come with the sink agents)."""
+"""Async storage clients: S3, Postgres, Qdrant, Neo4j, and Telegram ingestion."""
 
 from storage.errors import StorageError
 from storage.postgres import PostgresError, PostgresStore

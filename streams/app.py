@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import faust
+from faust.app.base import SCAN_IGNORE
 
 from streams.faust_consumer import SafeConsumer, SafeTransport
 from streams.settings import settings
@@ -15,11 +17,24 @@ from streams.topics import ALBUM_EVENTS, POST_EVENTS
 SafeConsumer.dense_topics = {ALBUM_EVENTS, POST_EVENTS}
 
 
+#: tool modules of the `streams` package: commands import them when they run; the worker
+#: (Faust scans the whole `origin` package for decorators) never imports them
+TOOLS = ("streams.generator", "streams.loadtest", "streams.showcase", "streams.ingest_bench")
+
+
 class App(faust.App):
     """faust.App whose consumer never drops an unprocessed record (streams/faust_consumer.py)."""
 
     def _new_transport(self) -> Any:
         return SafeTransport(self.conf.broker_consumer, self)
+
+    def discover(
+        self,
+        *extra_modules: str,
+        categories: Iterable[str] | None = None,
+        ignore: Iterable[Any] = SCAN_IGNORE,
+    ) -> None:
+        super().discover(*extra_modules, categories=categories, ignore=[*ignore, *TOOLS])
 
 
 # Faust creates its datadir but not the parents of it.

@@ -20,14 +20,14 @@ from schemas.validation import InvalidEvent
 from storage.postgres import upgrade_async
 from streams.app import app
 from streams.dlq_replay import replay_dlq
-from streams.generator import GeneratorConfig, generate
 from streams.ingest import ingest
 from streams.kafka_io import produce, topic_partitions
 from streams.settings import redact_url, settings
-from streams.showcase import await_albums as await_albums_in_stores
-from streams.showcase import ingested_albums, vision_for_ingested
 from streams.stages import stages
 from streams.topics import ALBUMS_DLQ
+
+# Generator, load-test and showcase code is imported inside the commands that use it: the
+# worker imports this module (Faust's autodiscovery) and keeps them out of its process.
 
 # `python -m streams ingest ...`: a plain click group (ingestion does not run the Faust app)
 cli.add_command(ingest)
@@ -84,6 +84,8 @@ async def generate_albums(
     expect_out: str | None,
 ) -> None:
     """Produce synthetic albums and vision events to albums.parsed / posts.vision.analyzed."""
+    from streams.generator import GeneratorConfig, generate
+
     cfg = GeneratorConfig(
         albums=albums,
         seed=seed,
@@ -254,6 +256,8 @@ def _render(topic: str, partition: int, offset: int, key: bytes | None, value: b
 @app.command()
 async def vision_stand_in(self: Any) -> None:
     """Vision events for every album ingestion stored (no vision service runs locally)."""
+    from streams.showcase import vision_for_ingested
+
     albums = await vision_for_ingested(
         settings.bootstrap_servers,
         settings.database_url.get(),
@@ -276,6 +280,10 @@ async def vision_stand_in(self: Any) -> None:
 )
 async def await_albums(self: Any, expect: str | None, ingested: bool, wait_seconds: float) -> None:
     """Wait (progress bar) until the expected albums are assembled and in every store."""
+    # load-test and showcase code stays out of the worker, which imports this module
+    from streams.showcase import await_albums as await_albums_in_stores
+    from streams.showcase import ingested_albums
+
     expected: dict[int, str] = {}
     missing: list[int] = []
     if expect:

@@ -7,15 +7,28 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from streams.generator import Record
 from streams.settings import settings
 
 log = logging.getLogger(__name__)
+
+
+class Outgoing(Protocol):
+    """A record to produce (streams.generator.Record is one)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes: ...
 
 
 async def ensure_topics(
@@ -83,7 +96,7 @@ async def wait_for_topics(names: Sequence[str], partitions: int, within: float =
 
 async def produce(
     bootstrap_servers: list[str],
-    records: Iterable[Record],
+    records: Iterable[Outgoing],
     *,
     rate: float = 0.0,
     batch: int = 500,

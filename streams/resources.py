@@ -1,8 +1,8 @@
-"""The Resources service: owns every storage client the sink agents write through.
+"""The Resources service: owns every storage client the sink stages write through.
 
-Started and stopped with the app. Clients connect lazily, on a sink's first write: a store that
-is down when the worker starts is a retriable write failure like any other (backoff, then the
-albums are parked), never a worker that cannot start.
+Started and stopped with the sinks' stage process. Clients connect lazily, on a sink's first
+write: a store that is down when the process starts is a retriable write failure like any
+other (backoff, then the albums are parked), never a process that cannot start.
 """
 
 from __future__ import annotations
