@@ -154,13 +154,14 @@ class AssembledRelay(Service):
         return state
 
     async def handle(self, batch: Batch) -> list[Message]:
-        """Each partition's records in one transaction (a failure rewinds the whole batch:
-        what was committed meanwhile is dropped on the second pass as already published)."""
+        """Each partition's records in one transaction, the partitions' transactions at once
+        (each has its producer); a failure rewinds the whole batch: what was committed
+        meanwhile is dropped on the second pass as already published."""
         async with self._lock:
-            for tp, records in batch.items():
+            for tp in batch:
                 if tp.partition not in self.producers:
                     await self._acquire(tp.partition)
-                await self._relay(tp, records)
+            await asyncio.gather(*(self._relay(tp, records) for tp, records in batch.items()))
         return []
 
     async def _relay(self, tp: TopicPartition, records: list[Any]) -> None:
