@@ -1,5 +1,7 @@
-# The album pipeline worker (`python -m streams worker`): Faust agents, tables (RocksDB under
-# DATA_DIR) and the web port with /health, /health/detailed and /metrics.
+# The album pipeline worker (`python -m streams worker`): the Faust table agents (RocksDB under
+# DATA_DIR), the web port with /health, /health/detailed and /metrics, and its stage processes
+# (router, sinks) as children in the same container (STAGES). To run the sinks in containers
+# of their own, set STAGES=router here and run `python -m streams stages sinks` beside it.
 #   docker build -t album-pipeline-worker .      (compose/docker-compose.yml builds it too)
 FROM python:3.11-slim
 
