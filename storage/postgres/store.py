@@ -12,26 +12,34 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from storage.errors import StorageError
 
+# One statement per batch: the rows travel as one JSON array, unnested by jsonb_to_recordset.
 # Creates the media_groups row from the event when ingestion has not written it (yet), and
-# replaces meta->'enrichment' only with a higher version; other keys of meta are kept.
-UPSERT_ENRICHMENT = text(
+# replaces meta->'enrichment' only with a higher version (schemas.events.supersedes); other
+# keys of meta are kept. The batch holds one row per album (storage.sinks.latest_versions):
+# ON CONFLICT may not touch a row twice in one statement.
+UPSERT_ENRICHMENTS = text(
     """
     INSERT INTO media_groups (id, tenant_id, channel_id, grouped_id, caption_text, posted_at, meta)
-    VALUES (:id, :tenant_id, :channel_id, :grouped_id, :caption_text,
-            :posted_at, jsonb_build_object('enrichment', CAST(:e AS jsonb)))
+    SELECT r.id, r.tenant_id, r.channel_id, r.grouped_id, r.caption_text, r.posted_at,
+           jsonb_build_object('enrichment', r.e)
+      FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+           id bigint, tenant_id text, channel_id bigint, grouped_id bigint, caption_text text,
+           posted_at timestamptz, e jsonb)
     ON CONFLICT (id) DO UPDATE
        SET meta = jsonb_set(coalesce(media_groups.meta, '{}'::jsonb), '{enrichment}',
-                            CAST(:e AS jsonb))
-     WHERE coalesce((media_groups.meta->'enrichment'->>'version')::int, 0) < :version
+                            EXCLUDED.meta->'enrichment')
+     WHERE coalesce((media_groups.meta->'enrichment'->>'version')::bigint, 0)
+           < (EXCLUDED.meta->'enrichment'->>'version')::bigint
     """
 )
 
 
-def _timestamp(value: Any) -> datetime | None:
+def _iso(value: Any) -> str | None:
+    """An ISO timestamp Postgres reads, or None (what does not parse is left out)."""
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value)
+        return datetime.fromisoformat(value).isoformat()
     except ValueError:
         return None
 
@@ -108,6 +116,8 @@ class PostgresStore:
         """Idempotent batch upsert: the highest version wins, other meta keys stay."""
         if self._engine is None:
             raise PostgresError("PostgresStore used before start()")
+        if not events:
+            return
         rows = [
             {
                 "id": e["album_id"],
@@ -115,15 +125,14 @@ class PostgresStore:
                 "channel_id": e["channel_id"],
                 "grouped_id": e["grouped_id"],
                 "caption_text": e.get("caption_text"),
-                "posted_at": _timestamp(e.get("posted_at")),
-                "e": orjson.dumps(enrichment_of(e)).decode(),
-                "version": int(e["version"]),
+                "posted_at": _iso(e.get("posted_at")),
+                "e": enrichment_of(e),
             }
             for e in events
         ]
         try:
             async with self._engine.begin() as conn:
-                await conn.execute(UPSERT_ENRICHMENT, rows)
+                await conn.execute(UPSERT_ENRICHMENTS, {"rows": orjson.dumps(rows).decode()})
         except (OSError, DBAPIError) as exc:
             raise self._wrap("upsert_enrichments", exc) from exc
 

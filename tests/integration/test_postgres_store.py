@@ -75,6 +75,36 @@ async def test_enrichment_keeps_the_highest_version_and_other_meta(migrated: str
         assert meta["ingest"] == {"ok": True}
 
 
+async def test_a_batch_is_one_statement_for_many_albums_new_and_stored(migrated: str) -> None:
+    first = random.randrange(3 * 10**9, 4 * 10**9)
+    ids = list(range(first, first + 300))
+    async with PostgresStore(migrated) as store:
+        await store.upsert_enrichments([assembled(a, 1, "partial") for a in ids[:100]])
+        # 100 stored at version 1, 200 new; one with a version beyond a 32-bit integer
+        batch = [assembled(a, 2) for a in ids]
+        batch[0] = assembled(ids[0], 2**33)
+        await store.upsert_enrichments(batch)
+        engine = create_async_engine(migrated)
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT id, tenant_id, grouped_id, posted_at, "
+                        "meta->'enrichment'->>'version' FROM media_groups WHERE id = ANY(:ids)"
+                    ),
+                    {"ids": ids},
+                )
+            ).all()
+        await engine.dispose()
+    versions = {r[0]: r[4] for r in rows}
+    assert len(rows) == 300
+    assert versions[ids[0]] == str(2**33)
+    assert set(versions[a] for a in ids[1:]) == {"2"}
+    row = next(r for r in rows if r[0] == ids[5])
+    assert (row[1], row[2]) == ("acme", 10**12 + ids[5])
+    assert row[3].isoformat() == "2025-01-30T10:00:00+00:00"
+
+
 async def test_constraints_make_ingestion_idempotent(migrated: str) -> None:
     album_id = random.randrange(2 * 10**9, 3 * 10**9)
     engine = create_async_engine(migrated)
