@@ -194,10 +194,10 @@ class Settings:
     )
     stages: str = _env(
         "STAGES",
-        "router,sinks:qdrant,sinks:s3+postgres+neo4j",
-        doc="stage groups the worker runs, one child process each: router, sinks (every sink), "
-        "sinks:NAME+NAME (those sinks); `inline`: all in the worker process; empty: none (run "
-        "`python -m streams stages GROUP` yourself)",
+        "router,relay,sinks:qdrant,sinks:s3+postgres+neo4j",
+        doc="stage groups the worker runs, one child process each: router (with the watcher), "
+        "relay (exactly_once only), sinks (every sink), sinks:NAME+NAME (those sinks); "
+        "`inline`: all in the worker process; empty: none (`python -m streams stages GROUP`)",
     )
     stage_web_port: int = _env(
         "STAGE_WEB_PORT",
@@ -277,7 +277,7 @@ class Settings:
         groups = [g.strip() for g in self.stages.split(",") if g.strip()]
         if groups != ["inline"] and not all(_stage_group(g) for g in groups):
             raise SettingsError(
-                "STAGES must list router, sinks or sinks:NAME+NAME (NAME one of "
+                "STAGES must list router, relay, sinks or sinks:NAME+NAME (NAME one of "
                 f"{', '.join(SINK_NAMES)}), or be `inline` or empty: {self.stages!r}"
             )
         if not 0 <= self.stage_web_port < 65536:
@@ -311,8 +311,12 @@ class Settings:
         sinks."""
         groups = [g.strip() for g in self.stages.split(",") if g.strip()]
         if groups == ["inline"]:
-            groups = ["router", "sinks"]
-        return tuple(g for g in groups if g == "router" or self.sinks_of(g))
+            groups = ["router", "relay", "sinks"]
+        return tuple(
+            g
+            for g in groups
+            if g == "router" or (g == "relay" and self.exactly_once) or self.sinks_of(g)
+        )
 
     def sinks_of(self, group: str) -> tuple[str, ...]:
         """The sinks SINKS asks for that a stage group runs (`sinks` or `sinks:a+b`)."""
@@ -376,7 +380,7 @@ class Settings:
 
 
 def _stage_group(group: str) -> bool:
-    if group in ("router", "sinks"):
+    if group in ("router", "relay", "sinks"):
         return True
     if not group.startswith("sinks:"):
         return False

@@ -1,6 +1,7 @@
 """Stage processes: the stages that keep no table, run outside the Faust worker.
 
-    python -m streams stages router   # the router, the exactly-once relay, the watcher
+    python -m streams stages router   # the router and the album.assembled watcher
+    python -m streams stages relay    # the exactly-once relay (PROCESSING_GUARANTEE=exactly_once)
     python -m streams stages sinks    # the sink loops (S3, Postgres, Qdrant, Neo4j)
 
 Each stage is a stage loop (agents/stage.py) over its own consumer group, so a group of stages
@@ -33,7 +34,9 @@ log = logging.getLogger(__name__)
 
 #: what each group of stages runs, in start order; `sinks:a+b` runs those sinks alone
 GROUPS: dict[str, tuple[str, ...]] = {
-    "router": ("router", "relay", "watch"),
+    "router": ("router", "watch"),
+    # exactly_once only: its transactions never wait behind a router batch in one event loop
+    "relay": ("relay",),
     "sinks": ("sinks",),
 }
 
@@ -44,7 +47,7 @@ def _stages_of(group: str) -> tuple[str, ...]:
     if group.startswith("sinks:"):
         return ("sinks",)
     raise click.BadParameter(
-        f"unknown stage group {group!r}; known: router, sinks, sinks:NAME+NAME"
+        f"unknown stage group {group!r}; known: router, relay, sinks, sinks:NAME+NAME"
     )
 
 
@@ -204,7 +207,7 @@ async def run_group(group: str, port: int, parent: int = 0) -> None:
 @click.command("stages")
 @click.argument("group")
 def stages(group: str) -> None:
-    """Run one group of stage loops in this process: router (router, relay, watcher), sinks
+    """Run one group of stage loops in this process: router (router, watcher), relay, sinks
     (every sink) or sinks:NAME+NAME (those sinks)."""
     _stages_of(group)
     logging.basicConfig(

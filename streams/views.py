@@ -199,7 +199,7 @@ def relay_health(groups: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     """The exactly-once relay (disabled under at_least_once)."""
     if not settings.exactly_once:
         return {"status": "disabled", "reason": "PROCESSING_GUARANTEE=at_least_once"}
-    return stage_health(groups, "router", "relay")
+    return stage_health(groups, "relay", "relay")
 
 
 @app.page("/metrics")

@@ -20,7 +20,7 @@ from streams.generator import (
     generate,
     make_vision,
 )
-from tests.e2e.pipeline import Pipeline, consume_until, decoded
+from tests.e2e.pipeline import Pipeline, consume_until, decoded, wait_for
 
 
 def expected_labels(exp: ExpectedAlbum) -> list[str]:
@@ -101,9 +101,13 @@ async def test_shuffled_duplicated_albums_assemble_exactly_once(
         assert (o["status"], o["version"], o["event_id"]) == ("complete", 1, f"{album_id}:1")
         assert o["items_analyzed"] == o["items_count"]
         check_album(o, gen.albums[album_id])
-    status, detailed = worker.get("/health/detailed")
-    assert status == 200
-    assert detailed["tasks"]["album_assembler"]["albums_in_progress"] == 0
+
+    # the gauge follows the table write, which comes after the emission the test has read
+    def settled() -> bool:
+        status, detailed = worker.get("/health/detailed")
+        return status == 200 and detailed["tasks"]["album_assembler"]["albums_in_progress"] == 0
+
+    assert await wait_for(settled, 30), worker.get("/health/detailed")
 
 
 async def test_deadline_emits_partial_then_late_vision_completes(pipeline: Pipeline) -> None:

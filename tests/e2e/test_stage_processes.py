@@ -134,8 +134,12 @@ async def test_a_killed_worker_takes_its_stage_processes_with_it(
 
     # the router counts in its own process; the worker's /metrics includes it
     assert await wait_for(routed, 60), worker.get("/metrics")[1]
-    _, detailed = worker.get("/health/detailed")
-    assert detailed["tasks"]["router"]["records_routed"] >= len(gen.records)
+
+    def all_routed() -> bool:
+        _, detailed = worker.get("/health/detailed")
+        return int(detailed["tasks"]["router"].get("records_routed") or 0) >= len(gen.records)
+
+    assert await wait_for(all_routed, 30), worker.get("/health/detailed")[1]
     pids = [c["pid"] for c in _children(worker).values()]
     worker.kill()
     gone = await wait_for(lambda: not any(_alive(p) for p in pids), 45)

@@ -149,7 +149,7 @@ def test_a_sink_group_runs_the_sinks_it_names_that_sinks_asks_for() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["router,relay", "inline,router", "everything", "sinks:s3+elastic", "sinks:"]
+    "value", ["router,watch", "inline,router", "everything", "sinks:s3+elastic", "sinks:"]
 )
 def test_unknown_stage_groups_are_refused(value: str) -> None:
     with pytest.raises(SettingsError, match="STAGES"):
@@ -160,3 +160,13 @@ def test_unknown_stage_groups_are_refused(value: str) -> None:
 def test_gc_threshold_must_be_three_positive_integers(value: str) -> None:
     with pytest.raises(SettingsError, match="GC_THRESHOLD"):
         Settings.from_env({"GC_THRESHOLD": value})
+
+
+@pytest.mark.parametrize(
+    ("guarantee", "groups"), [("at_least_once", ("router",)), ("exactly_once", ("router", "relay"))]
+)
+def test_the_relay_runs_in_a_process_of_its_own_under_exactly_once_only(
+    guarantee: str, groups: tuple[str, ...]
+) -> None:
+    s = Settings.from_env({"STAGES": "router,relay", "PROCESSING_GUARANTEE": guarantee})
+    assert s.stage_groups == groups
