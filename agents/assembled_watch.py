@@ -18,7 +18,7 @@ from agents.stage import Batch, StageLoop
 from streams.kafka_io import ensure_topics
 from streams.metrics import album_assembled_duplicates_total, album_assembled_seen_total
 from streams.settings import settings
-from streams.topics import ALBUM_ASSEMBLED
+from streams.topics import ALBUM_ASSEMBLED, WATCH_GROUP
 
 #: event_ids remembered for the duplicate check
 RECENT = 100_000
@@ -36,7 +36,7 @@ class Watcher(Service):
         self.duplicates = 0
         self.stage = StageLoop(
             name="watch",
-            group_id=f"{settings.app_id}-watch",
+            group_id=WATCH_GROUP,
             topics=[ALBUM_ASSEMBLED],
             handle=self.handle,
             isolation_level="read_committed",

@@ -24,11 +24,11 @@ from schemas.validation import InvalidEvent, decode_album_parsed, decode_vision_
 from streams.kafka_io import ensure_topics, wait_for_topics
 from streams.metrics import albums_parsed_total, vision_events_total
 from streams.settings import settings
-from streams.topics import ALBUM_EVENTS, ALBUMS_PARSED, POST_EVENTS, VISION_ANALYZED
+from streams.topics import ALBUM_EVENTS, ALBUMS_PARSED, POST_EVENTS, ROUTER_GROUP, VISION_ANALYZED
 
 log = logging.getLogger(__name__)
 
-GROUP = f"{settings.app_id}-router"
+GROUP = ROUTER_GROUP
 
 
 def _dead_letter(record: ConsumerRecord[bytes, bytes], error: InvalidEvent) -> Message:

@@ -33,6 +33,7 @@ from agents.direct import Message, send_direct, send_until_done
 from agents.envelopes import Envelopes, commands_of
 from agents.table_store import TableStore, Write
 from schemas.validation import InvalidEvent
+from streams import metrics
 from tables.due import DueIndex
 
 log = logging.getLogger(__name__)
@@ -268,6 +269,8 @@ class KeyedDriver(Generic[S]):
         await self._write(list(batches.values()))
         self.batches += 1
         self.events += len(events)
+        metrics.stage_records_total.labels(self.logic.stage).inc(len(events))
+        metrics.stage_batches_total.labels(self.logic.stage).inc()
         if self.after_batch is not None:
             self.after_batch()
 

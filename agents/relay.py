@@ -37,11 +37,11 @@ from schemas.events import supersedes
 from streams.kafka_io import ensure_topics
 from streams.metrics import relay_published_total, relay_skipped_total
 from streams.settings import settings
-from streams.topics import ALBUM_ASSEMBLED, OUTBOX, RELAY_STATE
+from streams.topics import ALBUM_ASSEMBLED, OUTBOX, RELAY_GROUP, RELAY_STATE
 
 log = logging.getLogger(__name__)
 
-GROUP = f"{settings.app_id}-relay"
+GROUP = RELAY_GROUP
 
 
 class AssembledRelay(Service):

@@ -32,7 +32,7 @@ from streams.kafka_io import ensure_topics
 from streams.metrics import sink_albums_total, sink_batch_duration_seconds, sink_batch_size
 from streams.resources import Resources
 from streams.settings import settings
-from streams.topics import ALBUM_ASSEMBLED, sink_retry_topic_name
+from streams.topics import ALBUM_ASSEMBLED, sink_group, sink_retry_topic_name
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class SinkStages(Service):
             self.attempts[name] = 0
             self.loops[name] = StageLoop(
                 name=f"sink-{name}",
-                group_id=f"{settings.app_id}-sink-{name}",
+                group_id=sink_group(name),
                 topics=[ALBUM_ASSEMBLED, sink_retry_topic_name(name)],
                 handle=functools.partial(self.handle, name),
                 max_records=settings.sink_batch_size,

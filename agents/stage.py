@@ -28,6 +28,7 @@ from agents.direct import (
     stop_loop,
     wait_for_partitions,
 )
+from streams import metrics
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         self.loop._paused = {tp: t for tp, t in self.loop._paused.items() if tp not in revoked}
+        metrics.stage_paused_partitions.labels(self.loop.name).set(len(self.loop._paused))
         if self.loop.on_revoked is not None:
             await self.loop.on_revoked(list(revoked))
 
@@ -151,6 +153,8 @@ class StageLoop(Service):
             except Exception as exc:
                 # e.g. a commit refused after a rebalance: the new owner handles it again
                 self.failures += 1
+                metrics.stage_batch_failures_total.labels(self.name).inc()
+                metrics.stage_failures_in_a_row.labels(self.name).set(self.failures)
                 self.last_error = f"{type(exc).__name__}: {exc}"[:500]
                 log.exception("%s: batch not committed; it will be handled again", self.name)
                 await asyncio.sleep(min(30.0, 0.5 * 2 ** min(self.failures, 6)))
@@ -171,10 +175,14 @@ class StageLoop(Service):
             # Read the batch again: a later batch's commit must never pass records not done.
             self._rewind(batch)
             raise
-        self.records += sum(len(rs) for rs in batch.values())
+        done = sum(len(rs) for rs in batch.values())
+        self.records += done
         self.batches += 1
         self.failures = 0
         self.last_batch_at = time.monotonic()
+        metrics.stage_records_total.labels(self.name).inc(done)
+        metrics.stage_batches_total.labels(self.name).inc()
+        metrics.stage_failures_in_a_row.labels(self.name).set(0)
 
     def _rewind(self, batch: Batch) -> None:
         assert self.consumer is not None
@@ -193,6 +201,8 @@ class StageLoop(Service):
                 self.consumer.seek(tp, batch[tp][0].offset)
             self._paused[tp] = until
         self.consumer.pause(*tps)
+        metrics.stage_backpressure_total.labels(self.name).inc()
+        metrics.stage_paused_partitions.labels(self.name).set(len(self._paused))
         log.warning("%s: %s paused for %.1fs (%s)", self.name, _names(tps), exc.retry_after, exc)
 
     def _resume_due(self) -> None:
@@ -206,6 +216,7 @@ class StageLoop(Service):
                 del self._paused[tp]
             assigned = self.consumer.assignment()
             self.consumer.resume(*[tp for tp in due if tp in assigned])
+            metrics.stage_paused_partitions.labels(self.name).set(len(self._paused))
             log.info("%s: %s resumed", self.name, _names(due))
 
     def health(self) -> dict[str, Any]:

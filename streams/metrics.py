@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterable, Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import (
     REGISTRY,
@@ -10,6 +12,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Info,
     disable_created_metrics,
     generate_latest,
 )
@@ -18,6 +21,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from streams.health import health
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
 
 # `_created` samples say when a series was made in one process; merged across the worker's
 # processes (merged_exposition) they would mean nothing, and no panel or alert uses them
@@ -108,13 +119,60 @@ sink_batch_size = Histogram(
     "sink_batch_size", "albums per sink batch", ["sink"], buckets=(1, 5, 10, 25, 50, 100, 250, 500)
 )
 
+# Stage loops (agents/stage.py): the router, the relay, the watcher and each sink. `stage` is
+# one of a fixed set of names (router, relay, watch, sink-<name>).
+stage_records_total = Counter("stage_records_total", "records a stage loop committed", ["stage"])
+stage_batches_total = Counter("stage_batches_total", "batches a stage loop committed", ["stage"])
+stage_batch_failures_total = Counter(
+    "stage_batch_failures_total", "batches a stage loop failed and will read again", ["stage"]
+)
+stage_backpressure_total = Counter(
+    "stage_backpressure_total", "times a stage paused its partitions (its server away)", ["stage"]
+)
+stage_paused_partitions = Gauge(
+    "stage_paused_partitions", "partitions a stage holds paused (its server away)", ["stage"]
+)
+stage_failures_in_a_row = Gauge(
+    "stage_failures_in_a_row", "failed batches of a stage since its last committed one", ["stage"]
+)
+
+# Consumer-group lag, computed by the worker (streams/lag.py) from each group's committed
+# offsets and the partitions' end offsets; every worker reports the whole group, so rules
+# aggregate it with max, not sum.
+consumergroup_lag = Gauge(
+    "kafka_consumergroup_lag",
+    "records of a topic not yet committed by a stage's consumer group",
+    ["stage", "topic"],
+)
+consumergroup_lag_updated = Gauge(
+    "kafka_consumergroup_lag_updated_timestamp_seconds",
+    "when the worker last measured consumer-group lag",
+)
+consumergroup_lag_errors_total = Counter(
+    "kafka_consumergroup_lag_errors_total", "consumer-group lag measurements that failed"
+)
+
+build_info = Info("album_pipeline_build", "versions of this process's code and libraries")
+build_info.info(
+    {
+        "version": _version("album-pipeline"),
+        "python": platform.python_version(),
+        "faust": _version("faust-streaming"),
+        "aiokafka": _version("aiokafka"),
+    }
+)
+
+
+#: families every process has of its own: the worker's alone are served
+CHILD_FAMILIES_LEFT_OUT = ("process_", "python_", "album_pipeline_build")
+
 
 def merged_exposition(children: Sequence[str]) -> bytes:
     """This process's metrics with its stage processes' added in (streams/processes.py).
 
     Samples with the same name and labels are summed: every family here is a counter, a
-    histogram, or a gauge that one process alone sets. The children's `process_*` and
-    `python_*` families (each process has its own) are left out.
+    histogram, or a gauge that one process alone sets. The children's `process_*`, `python_*`
+    and build-info families (each process has its own) are left out.
     """
     families: dict[str, Metric] = {}
     values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
@@ -122,7 +180,7 @@ def merged_exposition(children: Sequence[str]) -> bytes:
         _add(families, values, family)
     for text in children:
         for family in text_string_to_metric_families(text):
-            if not family.name.startswith(("process_", "python_")):
+            if not family.name.startswith(CHILD_FAMILIES_LEFT_OUT):
                 _add(families, values, family)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Fixed(list(_rebuilt(families, values))))

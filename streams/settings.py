@@ -177,6 +177,11 @@ class Settings:
     sink_backoff_max_seconds: float = _env(
         "SINK_BACKOFF_MAX_SECONDS", 30.0, doc="cap of one retry delay"
     )
+    lag_interval_seconds: float = _env(
+        "LAG_INTERVAL_SECONDS",
+        10.0,
+        doc="how often the worker measures every stage's consumer-group lag (0: never)",
+    )
     table_batch_size: int = _env(
         "TABLE_BATCH_SIZE",
         50,

@@ -33,3 +33,14 @@ RELAY_STATE = f"{settings.app_id}-relay-state"
 def sink_retry_topic_name(sink: str) -> str:
     """Where `dlq-replay` sends an album a sink parked: only that sink reads it again."""
     return f"{settings.app_id}-sink-{sink}-retry"
+
+
+# Consumer groups: one per stage, so each commits on its own (the table agents use Faust's
+# group, APP_ID itself).
+ROUTER_GROUP = f"{settings.app_id}-router"
+RELAY_GROUP = f"{settings.app_id}-relay"
+WATCH_GROUP = f"{settings.app_id}-watch"
+
+
+def sink_group(sink: str) -> str:
+    return f"{settings.app_id}-sink-{sink}"

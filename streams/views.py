@@ -7,14 +7,18 @@ include what they report, so one health check and one scrape see this worker's w
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any, cast
 
 from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from agents import assembler
 from streams.app import app
 from streams.health import health
+from streams.lag import LagMonitor
 from streams.metrics import merged_exposition
 from streams.processes import StageProcesses
 from streams.resources import SinkState, plan_sinks
@@ -23,6 +27,29 @@ from streams.settings import SINK_NAMES, settings
 STARTED_AT = time.time()
 
 app.service(StageProcesses)
+app.service(LagMonitor)
+
+
+class _RecoveryGauges(Collector):
+    """Faust's table recovery, read at scrape time: whether it runs and what it has left."""
+
+    def collect(self) -> Iterable[Metric]:
+        recovery = cast(Any, app.tables).recovery if app.started else None
+        active = GaugeMetricFamily(
+            "table_recovery_active", "1 while this worker restores its tables from changelogs"
+        )
+        remaining = GaugeMetricFamily(
+            "table_recovery_remaining_records", "changelog records left to restore (active)"
+        )
+        active.add_metric([], 1.0 if recovery is not None and recovery.in_recovery else 0.0)
+        remaining.add_metric(
+            [], float(recovery.active_remaining_total()) if recovery is not None else 0.0
+        )
+        yield active
+        yield remaining
+
+
+REGISTRY.register(_RecoveryGauges())
 
 #: the last answer of each stage group, shown (marked stale) while the group does not answer
 _last_seen: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -160,20 +187,17 @@ def processes_health() -> dict[str, Any]:
     return {"mode": "spawn", **{c.group: c.status() for c in current.children}}
 
 
-def backlog_size() -> int:
-    """Records in this worker's assigned source partitions not read yet (from fetch metadata)."""
-    total = 0
-    consumer = app.consumer
-    read_offsets = cast(Any, consumer)._read_offset
-    for tp in consumer.assignment():
-        try:
-            high = consumer.highwater(tp)
-        except Exception:  # no fetch for this partition yet
-            continue
-        read = read_offsets.get(tp)
-        if high is not None and read is not None:
-            total += max(0, high - read - 1)
-    return total
+def backlog() -> dict[str, Any]:
+    """Records not yet committed by each stage's consumer group (streams/lag.py), as last
+    measured; None before the first measurement."""
+    report = LagMonitor.last
+    if report is None:
+        return {"backlog_size": None, "backlog_by_stage": None, "backlog_measured_at": None}
+    return {
+        "backlog_size": report.total(),
+        "backlog_by_stage": report.by_stage(),
+        "backlog_measured_at": round(report.at, 3),
+    }
 
 
 def assembler_health(ready: bool) -> dict[str, Any]:
@@ -189,7 +213,7 @@ def assembler_health(ready: bool) -> dict[str, Any]:
         "running": running,
         "albums_in_progress": len(assembler.logic.in_progress),
         "album_states": assembler.driver.states,
-        "backlog_size": backlog_size() if app.started else None,
+        **backlog(),
         "recent_assembly_rate": round(health.assembled.rate(), 3),
         "deadline_seconds": settings.album_deadline_seconds,
     }

@@ -13,7 +13,28 @@ prometheus_install() {
   apt_install prometheus
 }
 
+# The rules must load: a missing or broken alerts.yml stops `make stack-up` here, not later.
+check_rules() {
+  [ -f "$RULES" ] || die "prometheus: $RULES is missing"
+  promtool check rules "$RULES" >"$LOG_DIR/prometheus-rules.log" 2>&1 \
+    || { cat "$LOG_DIR/prometheus-rules.log" >&2; die "prometheus: invalid rules in $RULES"; }
+}
+
+# What the running server loaded: the number of rule groups its API reports.
+loaded_groups() {
+  curl -fsS "http://127.0.0.1:${PROMETHEUS_PORT}/api/v1/rules" \
+    | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["data"]["groups"]))'
+}
+
+rules_loaded() {
+  local groups
+  groups=$(loaded_groups) || die "prometheus: cannot read its rules API"
+  [ "$groups" -gt 0 ] || die "prometheus: no rule group loaded from $RULES (see $LOG_DIR/prometheus.log)"
+  log "prometheus: $groups rule group(s) loaded from compose/prometheus/alerts.yml"
+}
+
 write_config() {
+  check_rules
   mkdir -p "$HOME_DIR/data"
   {
     cat <<CONF
@@ -22,7 +43,7 @@ global:
   scrape_interval: 5s
   evaluation_interval: 5s
 CONF
-    if [ -f "$RULES" ]; then printf 'rule_files:\n  - %s\n' "$RULES"; fi
+    printf 'rule_files:\n  - %s\n' "$RULES"
     cat <<CONF
 scrape_configs:
   - job_name: album-pipeline
@@ -43,9 +64,14 @@ answers() { curl -fsS "http://127.0.0.1:${PROMETHEUS_PORT}/-/ready"; }
 
 prometheus_up() {
   if is_running $NAME && answers >/dev/null 2>&1; then
-    log "prometheus: already up (pid $(cat "$(pidfile $NAME)"))"; return 0
+    log "prometheus: already up (pid $(cat "$(pidfile $NAME)"))"
+    # rules edited since it started: check them, then have it load them again
+    write_config
+    curl -fsS -X POST "http://127.0.0.1:${PROMETHEUS_PORT}/-/reload" >/dev/null \
+      || die "prometheus: reload refused (see $LOG_DIR/prometheus.log)"
+    rules_loaded; return 0
   fi
-  if is_running $NAME; then wait_until $NAME 60 answers; return 0; fi
+  if is_running $NAME; then wait_until $NAME 60 answers; rules_loaded; return 0; fi
   rm -f "$(pidfile $NAME)"
   prometheus_install
   ensure_port_free prometheus 127.0.0.1 "$PROMETHEUS_PORT"
@@ -55,6 +81,7 @@ prometheus_up() {
     --storage.tsdb.retention.time=2d --web.listen-address="127.0.0.1:${PROMETHEUS_PORT}" \
     --web.enable-lifecycle
   wait_until $NAME 60 answers
+  rules_loaded
   log "prometheus: up"
 }
 

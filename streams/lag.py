@@ -1,0 +1,173 @@
+"""Consumer-group lag of every stage, measured by the worker.
+
+Lag is what `kafka-consumer-groups --describe` shows: per partition, the end offset minus the
+group's committed offset (the log start when the group has committed nothing there yet), summed
+per stage and topic. End offsets are read `read_committed`, so a transactional topic's open
+transactions and commit markers do not count as work. The worker measures every stage of the
+pipeline, those its stage processes run as well as the Faust table agents, so `/metrics` and
+`/health/detailed` show the whole backlog in one place. Several workers each report the whole
+group: aggregate with `max`, not `sum` (compose/prometheus/alerts.yml does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from mode import Service
+
+from streams import metrics
+from streams.kafka_io import topic_partitions
+from streams.settings import Settings, settings
+from streams.topics import (
+    ALBUM_ASSEMBLED,
+    ALBUM_EVENTS,
+    ALBUMS_PARSED,
+    OUTBOX,
+    POST_EVENTS,
+    RELAY_GROUP,
+    ROUTER_GROUP,
+    VISION_ANALYZED,
+    WATCH_GROUP,
+    sink_group,
+    sink_retry_topic_name,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StageGroup:
+    """A stage, its consumer group and the topics it reads."""
+
+    stage: str
+    group: str
+    topics: tuple[str, ...]
+
+
+def stage_groups(config: Settings = settings) -> list[StageGroup]:
+    """The stages this configuration runs, in pipeline order."""
+    groups = [
+        StageGroup("router", ROUTER_GROUP, (ALBUMS_PARSED, VISION_ANALYZED)),
+        # Faust's group is the app id; the table agents read the router's envelopes
+        StageGroup("assembler", config.app_id, (ALBUM_EVENTS, POST_EVENTS)),
+    ]
+    if config.exactly_once:
+        groups.append(StageGroup("relay", RELAY_GROUP, (OUTBOX,)))
+    groups.append(StageGroup("watch", WATCH_GROUP, (ALBUM_ASSEMBLED,)))
+    for name in config.sink_names:
+        groups.append(
+            StageGroup(
+                f"sink-{name}", sink_group(name), (ALBUM_ASSEMBLED, sink_retry_topic_name(name))
+            )
+        )
+    return groups
+
+
+@dataclass(frozen=True, slots=True)
+class LagReport:
+    """One measurement: records behind per (stage, topic), and when it was taken."""
+
+    at: float
+    lag: dict[tuple[str, str], int]
+
+    def by_stage(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (stage, _topic), n in self.lag.items():
+            out[stage] = out.get(stage, 0) + n
+        return out
+
+    def total(self) -> int:
+        return sum(self.lag.values())
+
+
+async def measure(
+    admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, groups: Sequence[StageGroup]
+) -> LagReport:
+    """Every stage's lag, from one end-offset and one committed-offset request per group."""
+    topics = sorted({t for g in groups for t in g.topics})
+    parts: dict[str, list[TopicPartition]] = {}
+    for topic in topics:
+        parts[topic] = await topic_partitions(consumer, topic)
+    tps = [tp for ps in parts.values() for tp in ps]
+    ends: dict[TopicPartition, int] = await consumer.end_offsets(tps) if tps else {}
+    starts: dict[TopicPartition, int] = await consumer.beginning_offsets(tps) if tps else {}
+    committed = await asyncio.gather(*(admin.list_consumer_group_offsets(g.group) for g in groups))
+    lag: dict[tuple[str, str], int] = {}
+    for group, offsets in zip(groups, committed, strict=True):
+        for topic in group.topics:
+            behind = 0
+            for tp in parts[topic]:
+                done = offsets.get(tp)
+                position = done.offset if done is not None and done.offset >= 0 else starts[tp]
+                behind += max(0, ends[tp] - position)
+            lag[(group.stage, topic)] = behind
+    return LagReport(time.time(), lag)
+
+
+class LagMonitor(Service):
+    """Measures the lag every LAG_INTERVAL_SECONDS, exports it and keeps the last report."""
+
+    #: the last report of this process's monitor (None before the first one)
+    last: LagReport | None = None
+
+    def __init__(self, groups: Sequence[StageGroup] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.groups = list(groups) if groups is not None else stage_groups()
+        self.admin: AIOKafkaAdminClient | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.last_error: str | None = None
+
+    async def on_start(self) -> None:
+        if settings.lag_interval_seconds <= 0:
+            return
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers, isolation_level="read_committed"
+        )
+        await self.admin.start()
+        await self.consumer.start()
+        self.add_future(self._run())
+
+    async def on_stop(self) -> None:
+        closing = []
+        if self.consumer is not None:
+            closing.append(self.consumer.stop())
+        if self.admin is not None:
+            closing.append(self.admin.close())
+        for done in closing:
+            try:
+                await asyncio.wait_for(done, 5)
+            except Exception:  # a dead broker must not hold the worker's stop
+                log.warning("lag monitor: a client did not stop cleanly", exc_info=True)
+
+    async def _run(self) -> None:
+        while not self.should_stop:
+            await self.update()
+            await self.sleep(settings.lag_interval_seconds)
+
+    async def update(self) -> LagReport | None:
+        assert self.admin is not None
+        assert self.consumer is not None
+        try:
+            report = await asyncio.wait_for(
+                measure(self.admin, self.consumer, self.groups),
+                timeout=max(5.0, settings.lag_interval_seconds),
+            )
+        except Exception as exc:
+            metrics.consumergroup_lag_errors_total.inc()
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("lag monitor: measurement failed: %s", self.last_error)
+            return None
+        self.last_error = None
+        for (stage, topic), n in report.lag.items():
+            metrics.consumergroup_lag.labels(stage, topic).set(n)
+        metrics.consumergroup_lag_updated.set(report.at)
+        LagMonitor.last = report
+        return report
