@@ -233,6 +233,7 @@ class KeyedDriver(Generic[S]):
     async def run(self, stream: StreamT[Any]) -> None:
         """The agent's body: every batch of `stream` through the logic, then acknowledged."""
         self.started_at = time.time()
+        metrics.touch_stage(self.logic.stage)
         async for events in stream.noack_take(  # type: ignore[attr-defined]
             self.batch_size, within=self.batch_seconds
         ):

@@ -29,7 +29,12 @@ from agents.dlq import dead_letter_message
 from agents.stage import Backpressure, Batch, StageLoop
 from schemas.validation import InvalidEvent, decode_album_assembled
 from streams.kafka_io import ensure_topics
-from streams.metrics import sink_albums_total, sink_batch_duration_seconds, sink_batch_size
+from streams.metrics import (
+    sink_albums_total,
+    sink_batch_duration_seconds,
+    sink_batch_size,
+    touch_sink,
+)
 from streams.resources import Resources
 from streams.settings import settings
 from streams.topics import ALBUM_ASSEMBLED, sink_group, sink_retry_topic_name
@@ -53,6 +58,7 @@ class SinkStages(Service):
         self.loops: dict[str, StageLoop] = {}
         for name in self.resources.enabled:
             self.attempts[name] = 0
+            touch_sink(name)
             self.loops[name] = StageLoop(
                 name=f"sink-{name}",
                 group_id=sink_group(name),

@@ -122,6 +122,7 @@ class StageLoop(Service):
         self.last_batch_at: float | None = None
         self.failures = 0
         self.last_error: str | None = None
+        metrics.touch_stage(name)
 
     async def on_start(self) -> None:
         self.consumer = group_consumer(self.group_id, isolation_level=self.isolation_level)

@@ -136,6 +136,35 @@ stage_failures_in_a_row = Gauge(
     "stage_failures_in_a_row", "failed batches of a stage since its last committed one", ["stage"]
 )
 
+# the fixed label values, at zero from the start (a rate needs a series before its first event)
+for _status in ("valid", "invalid"):
+    albums_parsed_total.labels(_status)
+for _status in ("invalid", "not_in_album", "direct", "via_index"):
+    vision_events_total.labels(_status)
+for _status in ("complete", "partial"):
+    albums_assembled_total.labels(_status)
+
+
+def touch_sink(sink: str) -> None:
+    """Create a sink's series at zero."""
+    for outcome in ("written", "parked"):
+        sink_albums_total.labels(sink, outcome)
+    sink_retries_total.labels(sink)
+
+
+def touch_stage(stage: str) -> None:
+    """Create a stage's series at zero, so rates and alerts see them before its first batch."""
+    for family in (
+        stage_records_total,
+        stage_batches_total,
+        stage_batch_failures_total,
+        stage_backpressure_total,
+    ):
+        family.labels(stage)
+    stage_paused_partitions.labels(stage).set(0)
+    stage_failures_in_a_row.labels(stage).set(0)
+
+
 # Consumer-group lag, computed by the worker (streams/lag.py) from each group's committed
 # offsets and the partitions' end offsets; every worker reports the whole group, so rules
 # aggregate it with max, not sum.
