@@ -321,3 +321,50 @@ async def await_albums(self: Any, expect: str | None, ingested: bool, wait_secon
     if len(seen.stored) < len(expected):
         late = sorted(set(expected) - seen.stored)[:5]
         raise SystemExit(f"gave up after {wait_seconds:g}s; not stored yet: {late} ...")
+
+
+@app.command(
+    option("--albums", type=int, default=2000, show_default=True, help="albums to send (0: none)"),
+    option("--rate", type=float, default=500.0, show_default=True, help="records/s of the load"),
+    option(
+        "--since",
+        type=float,
+        default=900.0,
+        show_default=True,
+        help="with --albums 0: report the last this many seconds",
+    ),
+    option("--out", default=".stack/report", show_default=True, help="folder of PNGs and summary"),
+    option("--wait-seconds", type=float, default=600.0, show_default=True),
+    option(
+        "--scrape-seconds",
+        type=float,
+        default=5.0,
+        show_default=True,
+        help="Prometheus's scrape interval (Grafana's $__rate_interval depends on it)",
+    ),
+)
+async def report(
+    self: Any,
+    albums: int,
+    rate: float,
+    since: float,
+    out: str,
+    wait_seconds: float,
+    scrape_seconds: float,
+) -> None:
+    """Run a load test (or read the last minutes) and render the dashboard's key panels from
+    Prometheus (PROMETHEUS_URL) to PNGs, with a Markdown summary beside them."""
+    from pathlib import Path
+
+    from streams.report import report_command
+
+    await report_command(
+        settings,
+        albums=albums,
+        rate=rate,
+        since=since,
+        out=Path(out),
+        wait_seconds=wait_seconds,
+        scrape_seconds=scrape_seconds,
+        echo=_out,
+    )

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -101,10 +101,12 @@ async def produce(
     rate: float = 0.0,
     batch: int = 500,
     topic_prefix: str = "",
+    on_sent: Callable[[int], None] | None = None,
 ) -> int:
     """Produce `records` in order (rate in records/s, 0 = as fast as possible).
 
-    `topic_prefix` is prepended to each record's contract topic name (see TOPIC_PREFIX).
+    `topic_prefix` is prepended to each record's contract topic name (see TOPIC_PREFIX);
+    `on_sent(n)` is told of every `n` records the broker acknowledged (a progress bar).
     """
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers, linger_ms=5, enable_idempotence=True
@@ -117,14 +119,18 @@ async def produce(
         for r in records:
             pending.append(await producer.send(topic_prefix + r.topic, key=r.key, value=r.value))
             sent += 1
-            if len(pending) >= batch:
+            if len(pending) >= batch or (on_sent is not None and rate > 0 and len(pending) >= 50):
                 await asyncio.gather(*pending)
+                if on_sent is not None:
+                    on_sent(len(pending))
                 pending.clear()
             if rate > 0:
                 ahead = sent / rate - (time.monotonic() - t0)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
         await asyncio.gather(*pending)
+        if on_sent is not None and pending:
+            on_sent(len(pending))
     finally:
         await producer.stop()
     return sent

@@ -177,6 +177,11 @@ class Settings:
     sink_backoff_max_seconds: float = _env(
         "SINK_BACKOFF_MAX_SECONDS", 30.0, doc="cap of one retry delay"
     )
+    prometheus_url: str = _env(
+        "PROMETHEUS_URL",
+        "http://127.0.0.1:9090",
+        doc="Prometheus that scrapes the worker (read by `python -m streams report`)",
+    )
     lag_interval_seconds: float = _env(
         "LAG_INTERVAL_SECONDS",
         10.0,
