@@ -35,6 +35,7 @@ from storage.telegram.metrics import IngestMetrics
 from storage.telegram.outbox import DeadLetters, OutboxPublisher, ingest_producer
 from storage.telegram.recording import RecordingSource, RecordingWriter, record_messages
 from storage.telegram.source import TelegramSource
+from streams.metrics import describe_build
 from streams.settings import Settings, settings
 
 log = logging.getLogger("streams.ingest")
@@ -128,6 +129,7 @@ async def runtime(cfg: Settings, *, web_port: int | None = None) -> AsyncIterato
     that returns has emitted everything it stored.
     """
     metrics = IngestMetrics()
+    describe_build(metrics.registry)
     async with AsyncExitStack() as stack:
         store = IngestStore(cfg.database_url.get(), cfg.ingest_tenant_id)
         await store.start()

@@ -181,15 +181,24 @@ consumergroup_lag_errors_total = Counter(
     "kafka_consumergroup_lag_errors_total", "consumer-group lag measurements that failed"
 )
 
-build_info = Info("album_pipeline_build", "versions of this process's code and libraries")
-build_info.info(
-    {
-        "version": _version("album-pipeline"),
-        "python": platform.python_version(),
-        "faust": _version("faust-streaming"),
-        "aiokafka": _version("aiokafka"),
-    }
-)
+
+def describe_build(registry: CollectorRegistry = REGISTRY) -> Info:
+    """`album_pipeline_build_info`: the versions of this process's code and libraries."""
+    info = Info(
+        "album_pipeline_build", "versions of this process's code and libraries", registry=registry
+    )
+    info.info(
+        {
+            "version": _version("album-pipeline"),
+            "python": platform.python_version(),
+            "faust": _version("faust-streaming"),
+            "aiokafka": _version("aiokafka"),
+        }
+    )
+    return info
+
+
+build_info = describe_build()
 
 
 #: families every process has of its own: the worker's alone are served

@@ -45,7 +45,8 @@ worker_info() {
     replay the DLQ   .venv/bin/python -m streams dlq-replay --dry-run
     more albums      .venv/bin/python -m streams generate-albums --albums 100 --first-album-id 1000
     Qdrant filtering .venv/bin/python docs/examples/qdrant_album_filtering_example.py
-    Prometheus       http://127.0.0.1:${PROMETHEUS_PORT}
+    Prometheus       http://127.0.0.1:${PROMETHEUS_PORT}   (alerts: /alerts, rules: compose/prometheus/alerts.yml)
+    run report       .venv/bin/python -m streams report --albums 2000   (PNGs + summary.md in .stack/report)
     worker log       make worker-logs      (file: ${LOG_DIR}/worker.log)
     servers          make stack-status
     stop everything  make stop

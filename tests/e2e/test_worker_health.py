@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,19 @@ COMMANDS = {
         "info",
     ],
 }
+
+
+def await_backlog(worker: WorkerProcess, within: float = 60.0) -> dict[str, int]:
+    """The worker's backlog by stage, once its first lag measurement is in."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        _status, detailed = worker.get("/health/detailed")
+        by_stage = detailed["tasks"]["album_assembler"]["backlog_by_stage"]
+        if by_stage is not None:
+            assert detailed["tasks"]["album_assembler"]["backlog_size"] == sum(by_stage.values())
+            return dict(by_stage)
+        time.sleep(0.5)
+    raise AssertionError(f"no lag measured within {within:g}s:\n{worker.tail()}")
 
 
 @pytest.mark.parametrize("how", list(COMMANDS))
@@ -46,9 +60,20 @@ def test_worker_starts_answers_health_and_stops(
         assert status == 200
         assert detailed["app_id"] == f"e2e-health-{unique}"
         assert "tasks" in detailed
+        # the backlog comes from every stage's consumer-group lag, the router's included
+        backlog = await_backlog(worker)
+        assert {"router", "assembler", "watch"} <= set(backlog), backlog
         status, metrics = worker.get("/metrics")
         assert status == 200
         assert "python_info" in metrics
+        assert "album_pipeline_build_info{" in metrics
+        assert 'kafka_consumergroup_lag{stage="router",topic="albums.parsed"}' in metrics
+        # the router's own counters, from its stage process, once it runs
+        deadline = time.monotonic() + 60
+        while 'stage_records_total{stage="router"}' not in metrics:
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.5)
+            _status, metrics = worker.get("/metrics")
         # RocksDB tables live under DATA_DIR, not in the working directory
         assert (tmp_path / "data" / "faust").is_dir()
     finally:

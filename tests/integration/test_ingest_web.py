@@ -57,6 +57,7 @@ async def test_health_and_metrics_of_an_ingest_process(
     assert 'ingest_messages_total{kind="single"} 1.0' in metrics
     assert 'ingest_messages_total{kind="invalid"} 1.0' in metrics
     assert "ingest_media_bytes_total 8.0" in metrics
+    assert "album_pipeline_build_info{" in metrics
     assert f'ingest_channel_cursor{{channel="{channel}"}} 3.0' in metrics
     assert 'ingest_dlq_total{error_type="invalid_json"} 1.0' in metrics
     # the worker's metrics are not served here
