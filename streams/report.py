@@ -261,8 +261,17 @@ async def summary_lines(prom: Prometheus, start: float, end: float, load: Load |
             f"| load | {load.albums:,} albums in {load.records:,} records at "
             f"{load.rate:g} records/s; {load.assembled:,} came out assembled in {took:.0f} s |"
         )
-    parsed = await by(f"sum by (status) (increase(albums_parsed_total[{w}]))", "status")
-    assembled = await by(f"sum by (status) (increase(albums_assembled_total[{w}]))", "status")
+
+    def counted(metric: str, *labels: str) -> str:
+        # exact: the counters at the end less at the start (a series new since counts from 0);
+        # increase() would extrapolate to the window's edges
+        by_labels = ", ".join(labels)
+        now = f"sum by ({by_labels}) ({metric})"
+        then = f"sum by ({by_labels}) ({metric} offset {w})"
+        return f"clamp_min({now} - ({then} or {now} * 0), 0)"
+
+    parsed = await by(counted("albums_parsed_total", "status"), "status")
+    assembled = await by(counted("albums_assembled_total", "status"), "status")
     lines.append(f"| albums.parsed | {fmt(parsed)} |")
     lines.append(f"| album.assembled | {fmt(assembled)} |")
     peak = await by(
@@ -278,13 +287,9 @@ async def summary_lines(prom: Prometheus, start: float, end: float, load: Load |
     lines.append(f"| assembly lag (event to album.assembled) | {', '.join(quantiles)} |")
     lag = await by(f"max by (stage) (max_over_time(kafka_consumergroup_lag[{w}]))", "stage")
     lines.append(f"| highest consumer lag (records) | {fmt(lag)} |")
-    dlq = await by(
-        f"sum by (stage, error_type) (increase(dlq_events_total[{w}]))", "stage", "error_type"
-    )
+    dlq = await by(counted("dlq_events_total", "stage", "error_type"), "stage", "error_type")
     lines.append(f"| dead letters | {fmt(dlq)} |")
-    sinks = await by(
-        f"sum by (sink, outcome) (increase(sink_albums_total[{w}]))", "sink", "outcome"
-    )
+    sinks = await by(counted("sink_albums_total", "sink", "outcome"), "sink", "outcome")
     lines.append(f"| sinks | {fmt(sinks)} |")
     alerts = await by(
         f'max by (alertname) (max_over_time(ALERTS{{alertstate="firing"}}[{w}]))', "alertname"
@@ -328,13 +333,16 @@ async def report_command(
         load = await run_load(cfg, albums, rate, wait_seconds)
         # two scrapes more, so the run's last seconds are in Prometheus
         await asyncio.sleep(2 * scrape_seconds + 1)
-        start, end = load.started - 30, time.time()
+        start, end = load.started - 10, time.time()
     else:
         end = time.time()
         start = end - since
-    report = await build_report(
-        cfg, out, start=start, end=end, load=load, scrape_seconds=scrape_seconds
-    )
+    try:
+        report = await build_report(
+            cfg, out, start=start, end=end, load=load, scrape_seconds=scrape_seconds
+        )
+    except PrometheusError as exc:
+        raise SystemExit(f"report: {exc} (PROMETHEUS_URL={cfg.prometheus_url})") from exc
     echo(f"report: {out / 'summary.md'}")
     for line in report.lines:
         echo("  " + line.strip("| ").replace(" | ", ": "))
