@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 ALBUMS_PARSED_V1 = "albums.parsed/v1"
@@ -21,6 +22,24 @@ MAX_ALBUM_ITEMS = 10
 #: a tenant_id of the contract: safe in every store's keys, paths and filters
 TENANT_PATTERN = "[A-Za-z0-9_-]{1,64}"
 TENANT_RE = re.compile(TENANT_PATTERN)
+
+#: what every text field's NUL becomes at the edge: Postgres text and jsonb refuse U+0000, so
+#: it is replaced once, before anything is stored, and every store holds the same text
+NUL_REPLACEMENT = "\ufffd"
+
+
+def parse_instant(value: str | None) -> datetime | None:
+    """An ISO 8601 time as an aware datetime (no offset means UTC); None if absent or unreadable.
+
+    Times are compared as instants: `10:00:09Z` and `13:00:09+03:00` are the same one.
+    """
+    if not value:
+        return None
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
 
 
 def supersedes(version: int, stored: int | None) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC
 from typing import Any
 
 import orjson
@@ -11,6 +12,7 @@ from schemas.events import (
     ALBUM_ASSEMBLED_V1,
     ALBUMS_PARSED_V1,
     MAX_ALBUM_ITEMS,
+    NUL_REPLACEMENT,
     TENANT_PATTERN,
     TENANT_RE,
     VISION_ANALYZED_V1,
@@ -18,6 +20,7 @@ from schemas.events import (
     AlbumParsed,
     Vision,
     VisionAnalyzed,
+    parse_instant,
 )
 
 MAX_TEXT = 64 * 1024
@@ -75,6 +78,33 @@ def _req_int(d: Mapping[str, Any], key: str, path: str) -> int:
     return v
 
 
+def _id(d: Mapping[str, Any], key: str, path: str, *, required: bool = True) -> int | None:
+    """A Telegram or album id: a positive 64-bit integer (channel ids are the exception: they
+    are negative when marked, -100…)."""
+    v = _int(d, key, path, required=required)
+    if v is not None and v <= 0:
+        raise InvalidEvent("out_of_range", f"field {path!r} must be a positive id, got {v}")
+    return v
+
+
+def _req_id(d: Mapping[str, Any], key: str, path: str) -> int:
+    v = _id(d, key, path)
+    assert v is not None
+    return v
+
+
+def _time(d: Mapping[str, Any], key: str, path: str) -> str | None:
+    """An optional ISO 8601 time, in UTC from here on (`...Z`): every stage and store then
+    compares and stores the same instant. No offset means UTC."""
+    raw = _str(d, key, path, max_len=64)
+    if raw is None:
+        return None
+    instant = parse_instant(raw)
+    if instant is None:
+        raise InvalidEvent("invalid_time", f"field {path!r} is not an ISO 8601 time: {raw!r}")
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _str(
     d: Mapping[str, Any], key: str, path: str, *, required: bool = False, max_len: int = MAX_TEXT
 ) -> str | None:
@@ -87,7 +117,7 @@ def _str(
         raise _wrong(path, "a string", v)
     if len(v) > max_len:
         raise InvalidEvent("too_long", f"field {path!r} is longer than {max_len} characters")
-    return v
+    return v.replace("\x00", NUL_REPLACEMENT) if "\x00" in v else v
 
 
 def _bool(d: Mapping[str, Any], key: str, path: str) -> bool:
@@ -119,10 +149,10 @@ def _schema(d: Mapping[str, Any], expected: str) -> str:
 def validate_album_parsed(d: Mapping[str, Any]) -> AlbumParsed:
     """Check every rule of DESIGN.md for `albums.parsed`; unknown extra fields are ignored."""
     schema = _schema(d, ALBUMS_PARSED_V1)
-    album_id = _req_int(d, "album_id", "album_id")
+    album_id = _req_id(d, "album_id", "album_id")
     tenant_id = _tenant(d)
     channel_id = _req_int(d, "channel_id", "channel_id")
-    grouped_id = _req_int(d, "grouped_id", "grouped_id")
+    grouped_id = _req_id(d, "grouped_id", "grouped_id")
     if "items" not in d or d["items"] is None:
         raise _missing("items")
     raw_items = d["items"]
@@ -147,10 +177,10 @@ def validate_album_parsed(d: Mapping[str, Any]) -> AlbumParsed:
             raise InvalidEvent("missing_field", f"field '{path}.media_kind' is empty")
         items.append(
             AlbumItem(
-                post_id=_req_int(it, "post_id", f"{path}.post_id"),
+                post_id=_req_id(it, "post_id", f"{path}.post_id"),
                 position=position,
                 media_kind=kind,
-                message_id=_int(it, "message_id", f"{path}.message_id", required=False),
+                message_id=_id(it, "message_id", f"{path}.message_id", required=False),
                 media_object_id=_str(it, "media_object_id", f"{path}.media_object_id"),
                 sha256=_str(it, "sha256", f"{path}.sha256", max_len=128),
             )
@@ -168,10 +198,10 @@ def validate_album_parsed(d: Mapping[str, Any]) -> AlbumParsed:
         grouped_id=grouped_id,
         items=tuple(sorted(items, key=lambda i: i.position)),
         event_id=_str(d, "event_id", "event_id", max_len=200) or "",
-        posted_at=_str(d, "posted_at", "posted_at", max_len=64),
+        posted_at=_time(d, "posted_at", "posted_at"),
         caption_text=_str(d, "caption_text", "caption_text"),
         cover_media_id=_str(d, "cover_media_id", "cover_media_id", max_len=200),
-        parsed_at=_str(d, "parsed_at", "parsed_at", max_len=64),
+        parsed_at=_time(d, "parsed_at", "parsed_at"),
         schema=schema,
     )
 
@@ -186,7 +216,7 @@ def validate_vision(d: Mapping[str, Any], path: str = "vision") -> Vision:
     for i, label in enumerate(labels_raw[:MAX_LABELS]):
         if not isinstance(label, str):
             raise _wrong(f"{path}.labels[{i}]", "a string", label)
-        label = label.strip()
+        label = label.strip().replace("\x00", NUL_REPLACEMENT)
         if label:
             labels.append(label[:200])
     return Vision(
@@ -203,7 +233,7 @@ def validate_vision(d: Mapping[str, Any], path: str = "vision") -> Vision:
 def validate_vision_analyzed(d: Mapping[str, Any]) -> VisionAnalyzed:
     """Check `posts.vision.analyzed`; `grouped_id: null` marks a post outside any album."""
     schema = _schema(d, VISION_ANALYZED_V1)
-    post_id = _req_int(d, "post_id", "post_id")
+    post_id = _req_id(d, "post_id", "post_id")
     tenant_id = _tenant(d)
     if "vision" not in d or d["vision"] is None:
         raise _missing("vision")
@@ -214,10 +244,10 @@ def validate_vision_analyzed(d: Mapping[str, Any]) -> VisionAnalyzed:
         tenant_id=tenant_id,
         vision=validate_vision(d["vision"]),
         event_id=_str(d, "event_id", "event_id", max_len=200) or "",
-        album_id=_int(d, "album_id", "album_id", required=False),
-        grouped_id=_int(d, "grouped_id", "grouped_id", required=False),
+        album_id=_id(d, "album_id", "album_id", required=False),
+        grouped_id=_id(d, "grouped_id", "grouped_id", required=False),
         channel_id=_int(d, "channel_id", "channel_id", required=False),
-        analyzed_at=_str(d, "analyzed_at", "analyzed_at", max_len=64),
+        analyzed_at=_time(d, "analyzed_at", "analyzed_at"),
         # only an explicit null says "not in an album"; a missing field says nothing
         in_album=not ("grouped_id" in d and d["grouped_id"] is None and d.get("album_id") is None),
         schema=schema,
@@ -242,14 +272,12 @@ def validate_album_assembled(d: dict[str, Any]) -> dict[str, Any]:
     convert: ids and version are integers, tenant_id is safe for keys, items are well formed.
     """
     _schema(d, ALBUM_ASSEMBLED_V1)
-    album_id = _req_int(d, "album_id", "album_id")
-    if album_id < 0:
-        raise InvalidEvent("out_of_range", "album_id must be >= 0")
+    _req_id(d, "album_id", "album_id")
     if _req_int(d, "version", "version") < 1:
         raise InvalidEvent("out_of_range", "version must be >= 1")
     _tenant(d)
     _req_int(d, "channel_id", "channel_id")
-    _req_int(d, "grouped_id", "grouped_id")
+    _req_id(d, "grouped_id", "grouped_id")
     status = _str(d, "status", "status", required=True, max_len=20)
     if status not in ASSEMBLED_STATUSES:
         raise InvalidEvent("invalid_status", f"status {status!r} is not complete or partial")
@@ -268,7 +296,7 @@ def validate_album_assembled(d: dict[str, Any]) -> dict[str, Any]:
         path = f"items[{i}]"
         if not isinstance(item, dict):
             raise _wrong(path, "an object", item)
-        post_id = _req_int(item, "post_id", f"{path}.post_id")
+        post_id = _req_id(item, "post_id", f"{path}.post_id")
         _req_int(item, "position", f"{path}.position")
         if post_id in seen:
             raise InvalidEvent("duplicate_post_id", f"post_id {post_id} appears twice")
@@ -280,4 +308,18 @@ def validate_album_assembled(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def decode_album_assembled(raw: bytes | None) -> dict[str, Any]:
-    return validate_album_assembled(decode_json(raw))
+    d = decode_json(raw)
+    if raw is not None and b"\\u0000" in raw:
+        # not from our assembler (it never emits one): every store gets the same text
+        d = _without_nul(d)
+    return validate_album_assembled(d)
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_REPLACEMENT)
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value

@@ -18,6 +18,7 @@ from schemas.events import (
     AssembledItem,
     Vision,
     VisionAnalyzed,
+    parse_instant,
 )
 from schemas.validation import InvalidEvent
 from tables import aggregation
@@ -210,7 +211,7 @@ def apply_vision(
         same_id = bool(event.event_id) and old.event.event_id == event.event_id
         if same_id or old.event.vision == event.vision:
             return Outcome(st, changed=False, note="duplicate")
-        if (old.event.analyzed_at or "") > (event.analyzed_at or ""):
+        if _analyzed_later(old.event.analyzed_at, event.analyzed_at):
             return Outcome(st, changed=False, note="stale")
     elif st.album is None and len(st.vision) >= policy.max_buffered_vision:
         raise InvalidEvent(
@@ -334,3 +335,12 @@ def _tenant_mismatch(event: VisionAnalyzed, tenant_id: str) -> InvalidEvent:
         f"vision of post {event.post_id} is for tenant {event.tenant_id!r}, "
         f"its album belongs to {tenant_id!r}",
     )
+
+
+def _analyzed_later(stored: str | None, incoming: str | None) -> bool:
+    """Whether the stored vision was analyzed after the incoming one (compared as instants; a
+    missing time is older than any)."""
+    old, new = parse_instant(stored), parse_instant(incoming)
+    if old is None:
+        return False
+    return new is None or old > new
