@@ -38,7 +38,7 @@ class App(faust.App):
 
 
 # Faust creates its datadir but not the parents of it.
-settings.data_dir.mkdir(parents=True, exist_ok=True)
+settings.table_dir.parent.mkdir(parents=True, exist_ok=True)
 
 app = App(
     settings.app_id,

@@ -562,7 +562,7 @@ def run_state_benchmark(
         finally:
             workers.stop()
         restart = _timed_restart(env, Path(tmp), albums, within)
-        shutil.rmtree(Path(tmp) / "data-0" / "faust", ignore_errors=True)
+        shutil.rmtree(Path(tmp) / "data-0" / "faust", ignore_errors=True)  # every app id
         recovery = _timed_restart(env, Path(tmp), albums, within)
     return StateResult(
         albums=albums,

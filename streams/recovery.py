@@ -40,6 +40,7 @@ class BulkRecovery(Recovery):
     async def _build_offsets(
         self, consumer: Any, tps: set[TP], destination: Counter[TP], title: str
     ) -> None:
+        await self._discard_ahead(consumer, tps, destination, title)
         await super()._build_offsets(consumer, tps, destination, title)
         if title != "active":
             return
@@ -56,6 +57,52 @@ class BulkRecovery(Recovery):
         budget = float(self.app.conf.broker_request_timeout) * self.budget_share
         restored = await restore(self.tp_to_table, todo, budget)
         destination.update(restored)
+
+    async def _discard_ahead(
+        self, consumer: Any, tps: set[TP], destination: Counter[TP], title: str
+    ) -> None:
+        """Local state ahead of its changelog (the cluster was recreated, or the changelog
+        deleted): Faust would stop with ConsistencyError at every start. As Kafka Streams does
+        on OffsetOutOfRange, the partition's local state is discarded and restored from what
+        the changelog has."""
+        if not tps:
+            return
+        ends = await consumer.highwaters(*tps)
+        for tp in tps:
+            persisted = destination[tp]
+            end = ends.get(tp)
+            last = end - 1 if end is not None else -1  # Faust's convention: the last offset
+            if persisted is None or persisted <= last:
+                continue
+            table = self.tp_to_table[tp]
+            log.warning(
+                "%s %s: local state is at changelog offset %d but %s ends at %d "
+                "(recreated cluster or changelog?): discarding the partition's local state "
+                "and restoring it from the changelog",
+                title,
+                table.name,
+                persisted,
+                tp.topic,
+                last,
+            )
+            discard_partition(cast(Any, table).data, tp.partition)
+            destination[tp] = None  # type: ignore[assignment]
+
+
+def discard_partition(store: Any, partition: int) -> int:
+    """Delete every key of one partition's RocksDB (its persisted offset included); returns
+    how many. The store stays open, so Faust's handles to it remain valid."""
+    if not hasattr(store, "_db_for_partition"):  # the in-memory store of unit tests
+        store.data.clear()
+        return 0
+    db = store._db_for_partition(partition)
+    write = rocksdict.WriteBatch(raw_mode=True)
+    n = 0
+    for key in db.keys():  # noqa: SIM118 (iterating a raw-mode Rdict itself raises)
+        write.delete(key)
+        n += 1
+    db.write(write)
+    return n
 
 
 async def restore(

@@ -365,8 +365,9 @@ class Settings:
 
     @property
     def table_dir(self) -> Path:
-        """Where Faust keeps this app's RocksDB tables."""
-        return self.data_dir / "faust"
+        """Where Faust keeps this app's RocksDB tables: one folder per APP_ID, since each app
+        id has changelogs of its own (a new APP_ID must never read another's local state)."""
+        return self.data_dir / "faust" / self.app_id
 
     @property
     def qdrant_path(self) -> Path:

@@ -16,7 +16,9 @@ import gc
 import logging
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, cast
 
 import faust
 
@@ -44,6 +46,18 @@ def discard_state_after_crash(table_dir: Path) -> bool:
         else:
             child.unlink()
     return True
+
+
+def crash_of(services: Iterable[Any]) -> BaseException | None:
+    """The crash reason of the first of `services` (mode services, Faust agents) that
+    crashed, or None when none did."""
+    for service in services:
+        reason = getattr(service, "crash_reason", None)
+        if reason is not None:
+            return cast(BaseException, reason)
+        if getattr(service, "crashed", False):
+            return RuntimeError(f"{service!r} crashed")
+    return None
 
 
 def tune_gc() -> None:
@@ -77,5 +91,11 @@ class Worker(faust.Worker):
 
     async def on_shutdown(self) -> None:
         await super().on_shutdown()
-        # every service has stopped: the changelogs hold what the local store holds
+        reason = crash_of([self, self.app, *self.app.agents.values()])
+        if reason is not None:
+            # an orderly stop after a crash is no clean stop: keep the marker, so the next
+            # start restores the tables from their changelogs
+            log.warning("worker stopped after a crash (%r): local tables kept marked", reason)
+            return
+        # every service has stopped cleanly: the changelogs hold what the local store holds
         (settings.table_dir / MARKER).unlink(missing_ok=True)

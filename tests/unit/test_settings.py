@@ -41,7 +41,8 @@ def test_environment_overrides_and_types() -> None:
     assert s.topic_partitions == 3
     assert s.exactly_once
     assert s.album_deadline_seconds == 2.5
-    assert s.table_dir == Path("/srv/albums/faust")
+    # one folder per APP_ID: another app id never reads this one's local state
+    assert s.table_dir == Path("/srv/albums/faust/album-pipeline")
     assert s.s3_secret_key.get() == "s3cr3t"
 
 

@@ -75,3 +75,21 @@ def test_faust_recovering_the_changelog_rebuilds_the_same_store(tmp_path: Path) 
     assert list(again.items(frozenset({3}))) == list(source.items(frozenset({3})))
     assert again.get(3, "2") == {"n": 2}
     assert again.get(3, "1") is None
+
+
+def test_a_discarded_partition_is_empty_and_the_others_are_kept(tmp_path: Path) -> None:
+    from streams.recovery import discard_partition
+
+    table = _table(tmp_path, "d")
+    store = TableStore(table)
+    store.apply(1, [("7", orjson.dumps({"a": 1})), ("8", orjson.dumps({"b": 2}))], 40)
+    store.apply(3, [("9", orjson.dumps({"c": 3}))], 5)
+    # two keys and the persisted offset
+    assert discard_partition(table.data, 1) == 3
+    assert table.data.persisted_offset(TP(store.changelog_topic, 1)) is None
+    assert store.get(1, "7") is None
+    assert list(store.items(frozenset(range(4)))) == [(3, "9", {"c": 3})]
+    assert table.data.persisted_offset(TP(store.changelog_topic, 3)) == 5
+    # the store stays usable: restored records land in it as before
+    store.apply(1, [("7", orjson.dumps({"a": 2}))], 0)
+    assert store.get(1, "7") == {"a": 2}
