@@ -21,6 +21,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 
+from streams import metrics
 from streams.health import health
 from streams.settings import settings
 
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 #: bytes of one producer batch (a partition's records in one request); under the broker's
 #: default message.max.bytes (1 MB), and above the largest envelope (agents/envelopes.py)
 BATCH_BYTES = 512 * 1024
+#: the largest record sent: Kafka's default max.message.bytes (1,048,588) less a batch's
+#: overhead. The size limits of schemas/validation.py keep every record under it; one that is
+#: not goes to the DLQ, cut to fit, instead of failing its batch forever.
+MAX_RECORD_BYTES = 1_000_000
 
 #: (topic, key, value, partition): a message for the direct producer (partition None: by key;
 #: value None: a tombstone)
@@ -92,6 +97,8 @@ async def send_direct(messages: Sequence[Message]) -> dict[tuple[str, int], int]
     """
     producer = await DirectSender.get_producer()
     groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
+    if any(len(m[1] or b"") + len(m[2] or b"") > MAX_RECORD_BYTES for m in messages):
+        messages = [_fitting(m) for m in messages]
     for topic, key, value, partition in messages:
         if partition is None:
             partition = await _partition_of(producer, topic, key)
@@ -125,6 +132,38 @@ async def send_direct(messages: Sequence[Message]) -> dict[tuple[str, int], int]
     for (tp, count, _), meta in zip(pending, results, strict=True):
         last[tp] = max(last.get(tp, -1), meta.offset + count - 1)
     return last
+
+
+def _fitting(message: Message) -> Message:
+    """The message, or the dead letter of it (cut to fit) when it is over MAX_RECORD_BYTES."""
+    topic, key, value, _partition = message
+    size = len(key or b"") + len(value or b"")
+    if size <= MAX_RECORD_BYTES:
+        return message
+    from agents.dlq import dead_letter_message  # agents.dlq imports this module
+    from schemas.validation import InvalidEvent
+
+    metrics.records_too_large_total.labels(topic=_topic_kind(topic)).inc()
+    return dead_letter_message(
+        key=key,
+        value=value,
+        source_topic=topic,
+        source_partition=None,
+        source_offset=None,
+        stage="produce",
+        error=InvalidEvent(
+            "record_too_large",
+            f"a record of {size} bytes for {topic} is over the {MAX_RECORD_BYTES}-byte limit",
+        ),
+    )
+
+
+def _topic_kind(topic: str) -> str:
+    """A bounded label for a topic name: its suffix after the app id or topic prefix."""
+    for suffix in ("changelog", "outbox", "album.assembled", "albums.dlq", "events", "retry"):
+        if topic.endswith(suffix):
+            return suffix
+    return "other"
 
 
 async def _partition_of(producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int:

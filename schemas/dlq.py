@@ -12,6 +12,12 @@ import orjson
 from schemas.events import DLQ_V1
 from schemas.validation import InvalidEvent, decode_json
 
+#: a dead letter keeps at most this much of the original value (base64 makes it 4/3 larger:
+#: with the rest, the record stays under Kafka's 1 MB), and this much of its key. It is over
+#: the largest album.assembled the limits allow, so a parked album is always kept whole.
+MAX_VALUE_BYTES = 640 * 1024
+MAX_KEY_BYTES = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class DlqRecord:
@@ -27,9 +33,13 @@ class DlqRecord:
     error_message: str
     failed_at: str
     attempts: int = 1
+    #: the original value (or key) was longer and is cut here; such a record is not replayable
+    truncated: bool = False
+    #: bytes of the original value
+    value_size: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "schema": DLQ_V1,
             "key_b64": None if self.key is None else base64.b64encode(self.key).decode(),
             "value_b64": None if self.value is None else base64.b64encode(self.value).decode(),
@@ -41,7 +51,11 @@ class DlqRecord:
             "error_message": self.error_message,
             "failed_at": self.failed_at,
             "attempts": self.attempts,
+            "value_size": self.value_size,
         }
+        if self.truncated:
+            d["truncated"] = True
+        return d
 
     def encode(self) -> bytes:
         return orjson.dumps(self.to_dict())
@@ -62,6 +76,8 @@ class DlqRecord:
                 error_message=str(d.get("error_message", "")),
                 failed_at=str(d.get("failed_at", "")),
                 attempts=int(d.get("attempts", 1)),
+                truncated=bool(d.get("truncated", False)),
+                value_size=d.get("value_size"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidEvent("invalid_dlq_record", f"not a DLQ record: {exc!r}") from exc
@@ -81,9 +97,14 @@ def dead_letter(
 ) -> DlqRecord:
     """A DLQ record for `error` raised while `stage` handled the given message."""
     error_type = error.error_type if isinstance(error, InvalidEvent) else type(error).__name__
+    truncated = (value is not None and len(value) > MAX_VALUE_BYTES) or (
+        key is not None and len(key) > MAX_KEY_BYTES
+    )
     return DlqRecord(
-        key=key,
-        value=value,
+        key=key[:MAX_KEY_BYTES] if key is not None else None,
+        value=value[:MAX_VALUE_BYTES] if value is not None else None,
+        truncated=truncated,
+        value_size=None if value is None else len(value),
         source_topic=source_topic,
         source_partition=source_partition,
         source_offset=source_offset,

@@ -98,9 +98,11 @@ class AlbumParsed:
     cover_media_id: str | None = None
     parsed_at: str | None = None
     schema: str = ALBUMS_PARSED_V1
+    #: caption_text was cut to fit the size limits (schemas/validation.py)
+    truncated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "schema": self.schema,
             "event_id": self.event_id,
             "tenant_id": self.tenant_id,
@@ -113,6 +115,9 @@ class AlbumParsed:
             "parsed_at": self.parsed_at,
             "items": [i.to_dict() for i in self.items],
         }
+        if self.truncated:
+            d["truncated"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AlbumParsed:
@@ -129,6 +134,7 @@ class AlbumParsed:
             cover_media_id=d.get("cover_media_id"),
             parsed_at=d.get("parsed_at"),
             schema=d.get("schema") or ALBUMS_PARSED_V1,
+            truncated=bool(d.get("truncated", False)),
         )
 
 
@@ -143,6 +149,8 @@ class Vision:
     has_text: bool = False
     provider: str | None = None
     model: str | None = None
+    #: a text or labels were cut to fit the size limits (schemas/validation.py)
+    truncated: bool = False
     #: the memo of to_dict(): not an argument, not compared, not carried by replace()
     _encoded: dict[str, Any] | None = field(
         default=None, init=False, repr=False, compare=False, hash=False
@@ -152,7 +160,7 @@ class Vision:
         """The JSON form (made once and shared: never mutate it)."""
         if self._encoded is not None:
             return self._encoded
-        d = {
+        d: dict[str, Any] = {
             "description": self.description,
             "labels": list(self.labels),
             "ocr_text": self.ocr_text,
@@ -161,6 +169,8 @@ class Vision:
             "provider": self.provider,
             "model": self.model,
         }
+        if self.truncated:
+            d["truncated"] = True
         object.__setattr__(self, "_encoded", d)
         return d
 
@@ -174,6 +184,7 @@ class Vision:
             has_text=bool(d.get("has_text", False)),
             provider=d.get("provider"),
             model=d.get("model"),
+            truncated=bool(d.get("truncated", False)),
         )
 
 
@@ -283,6 +294,8 @@ class AlbumAssembled:
     assembly_completed_at: str
     assembly_lag_seconds: float
     schema: str = field(default=ALBUM_ASSEMBLED_V1)
+    #: a text of the album or of one of its items was cut to fit the size limits
+    texts_truncated: bool = False
 
     @property
     def event_id(self) -> str:
@@ -312,4 +325,5 @@ class AlbumAssembled:
             "assembly_started_at": self.assembly_started_at,
             "assembly_completed_at": self.assembly_completed_at,
             "assembly_lag_seconds": self.assembly_lag_seconds,
+            "texts_truncated": self.texts_truncated,
         }

@@ -26,6 +26,18 @@ from schemas.events import (
 MAX_TEXT = 64 * 1024
 MAX_LABELS = 100
 
+# Size discipline. Kafka refuses records over max.message.bytes (1 MB by default, on the broker
+# and every topic), and one such record used to crash the worker that tried to produce it, and
+# every worker after it. These limits make every record the pipeline produces fit that default,
+# whatever valid input it gets (README, "Limits"):
+#: an input message (albums.parsed, posts.vision.analyzed) over this is refused to the DLQ
+MAX_INPUT_BYTES = 512 * 1024
+#: each text (caption_text, description, ocr_text), as JSON-encoded bytes: longer texts are cut
+#: at a character boundary and the event is flagged `truncated`
+TEXT_BUDGET_BYTES = 16 * 1024
+#: all labels of one vision, as JSON-encoded bytes: labels past it are dropped (flagged too)
+LABELS_BUDGET_BYTES = 8 * 1024
+
 
 class InvalidEvent(ValueError):
     """An event that breaks the contract; `error_type` names the rule, `str()` the reason."""
@@ -33,6 +45,33 @@ class InvalidEvent(ValueError):
     def __init__(self, error_type: str, message: str) -> None:
         super().__init__(message)
         self.error_type = error_type
+
+
+def fit_text(text: str, budget: int = TEXT_BUDGET_BYTES) -> tuple[str, bool]:
+    """`text`, or its longest prefix whose JSON encoding takes at most `budget` bytes, and
+    whether it was cut."""
+    if len(text) * 6 + 2 <= budget:  # even a text of escapes only fits
+        return text, False
+    if len(orjson.dumps(text)) <= budget:
+        return text, False
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(orjson.dumps(text[:mid])) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo], True
+
+
+def decode_input(raw: bytes | None) -> dict[str, Any]:
+    """An input message: at most MAX_INPUT_BYTES, then a JSON object."""
+    if raw is not None and len(raw) > MAX_INPUT_BYTES:
+        raise InvalidEvent(
+            "message_too_large",
+            f"message of {len(raw)} bytes is over the input limit of {MAX_INPUT_BYTES} bytes",
+        )
+    return decode_json(raw)
 
 
 def decode_json(raw: bytes | None) -> dict[str, Any]:
@@ -181,7 +220,7 @@ def validate_album_parsed(d: Mapping[str, Any]) -> AlbumParsed:
                 position=position,
                 media_kind=kind,
                 message_id=_id(it, "message_id", f"{path}.message_id", required=False),
-                media_object_id=_str(it, "media_object_id", f"{path}.media_object_id"),
+                media_object_id=_str(it, "media_object_id", f"{path}.media_object_id", max_len=200),
                 sha256=_str(it, "sha256", f"{path}.sha256", max_len=128),
             )
         )
@@ -191,6 +230,10 @@ def validate_album_parsed(d: Mapping[str, Any]) -> AlbumParsed:
     post_ids = [i.post_id for i in items]
     if len(set(post_ids)) != len(post_ids):
         raise InvalidEvent("duplicate_post_id", f"items repeat a post_id: {sorted(post_ids)}")
+    caption, caption_cut = None, False
+    raw_caption = _str(d, "caption_text", "caption_text")
+    if raw_caption is not None:
+        caption, caption_cut = fit_text(raw_caption)
     return AlbumParsed(
         album_id=album_id,
         tenant_id=tenant_id,
@@ -199,9 +242,10 @@ def validate_album_parsed(d: Mapping[str, Any]) -> AlbumParsed:
         items=tuple(sorted(items, key=lambda i: i.position)),
         event_id=_str(d, "event_id", "event_id", max_len=200) or "",
         posted_at=_time(d, "posted_at", "posted_at"),
-        caption_text=_str(d, "caption_text", "caption_text"),
+        caption_text=caption,
         cover_media_id=_str(d, "cover_media_id", "cover_media_id", max_len=200),
         parsed_at=_time(d, "parsed_at", "parsed_at"),
+        truncated=caption_cut,
         schema=schema,
     )
 
@@ -213,16 +257,27 @@ def validate_vision(d: Mapping[str, Any], path: str = "vision") -> Vision:
     if not isinstance(labels_raw, list):
         raise _wrong(f"{path}.labels", "a list of strings", labels_raw)
     labels: list[str] = []
+    truncated = len(labels_raw) > MAX_LABELS
+    spent = 2
     for i, label in enumerate(labels_raw[:MAX_LABELS]):
         if not isinstance(label, str):
             raise _wrong(f"{path}.labels[{i}]", "a string", label)
-        label = label.strip().replace("\x00", NUL_REPLACEMENT)
-        if label:
-            labels.append(label[:200])
+        label = label.strip().replace("\x00", NUL_REPLACEMENT)[:200]
+        if not label:
+            continue
+        cost = len(orjson.dumps(label)) + 1
+        if spent + cost > LABELS_BUDGET_BYTES:
+            truncated = True
+            break
+        spent += cost
+        labels.append(label)
+    description, cut_description = fit_text(_str(d, "description", f"{path}.description") or "")
+    ocr_text, cut_ocr = fit_text(_str(d, "ocr_text", f"{path}.ocr_text") or "")
     return Vision(
-        description=_str(d, "description", f"{path}.description") or "",
+        description=description,
         labels=tuple(labels),
-        ocr_text=_str(d, "ocr_text", f"{path}.ocr_text") or "",
+        ocr_text=ocr_text,
+        truncated=truncated or cut_description or cut_ocr,
         is_meme=_bool(d, "is_meme", f"{path}.is_meme"),
         has_text=_bool(d, "has_text", f"{path}.has_text"),
         provider=_str(d, "provider", f"{path}.provider", max_len=200),
@@ -255,11 +310,11 @@ def validate_vision_analyzed(d: Mapping[str, Any]) -> VisionAnalyzed:
 
 
 def decode_album_parsed(raw: bytes | None) -> AlbumParsed:
-    return validate_album_parsed(decode_json(raw))
+    return validate_album_parsed(decode_input(raw))
 
 
 def decode_vision_analyzed(raw: bytes | None) -> VisionAnalyzed:
-    return validate_vision_analyzed(decode_json(raw))
+    return validate_vision_analyzed(decode_input(raw))
 
 
 ASSEMBLED_STATUSES = frozenset({"complete", "partial"})

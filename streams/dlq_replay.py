@@ -81,6 +81,7 @@ async def replay_dlq(
                         or (error_type and rec.error_type != error_type)
                         or (source_topic and rec.source_topic != source_topic)
                         or rec.source_topic not in replayable
+                        or rec.truncated  # only part of the original is kept
                     ):
                         counts["skipped"] += 1
                         continue

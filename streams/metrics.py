@@ -118,6 +118,11 @@ sink_batch_duration_seconds = Histogram(
 sink_batch_size = Histogram(
     "sink_batch_size", "albums per sink batch", ["sink"], buckets=(1, 5, 10, 25, 50, 100, 250, 500)
 )
+records_too_large_total = Counter(
+    "records_too_large_total",
+    "records over the size limit sent to albums.dlq instead (cut to fit)",
+    ["topic"],
+)
 
 # Stage loops (agents/stage.py): the router, the relay, the watcher and each sink. `stage` is
 # one of a fixed set of names (router, relay, watch, sink-<name>).

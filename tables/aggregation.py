@@ -6,9 +6,12 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from schemas.events import AlbumItem, Vision
+from schemas.validation import fit_text
 
 SINGLE_KINDS = frozenset({"photo", "video", "document"})
 MAX_SUMMARY_CHARS = 8000
+#: the summary and the joined OCR text, as JSON-encoded bytes (schemas/validation.py's limits)
+SUMMARY_BUDGET_BYTES = 16 * 1024
 MAX_LABELS = 50
 
 
@@ -58,12 +61,13 @@ def summarize(visions: Sequence[Vision]) -> str:
         if text and text.casefold() not in seen:
             seen.add(text.casefold())
             out.append(text)
-    return " | ".join(out)[:MAX_SUMMARY_CHARS]
+    return fit_text(" | ".join(out)[:MAX_SUMMARY_CHARS], SUMMARY_BUDGET_BYTES)[0]
 
 
 def join_ocr(visions: Sequence[Vision]) -> str:
     """OCR texts in item order, non-empty ones, one per line."""
-    return "\n".join(t for v in visions if (t := v.ocr_text.strip()))[:MAX_SUMMARY_CHARS]
+    joined = "\n".join(t for v in visions if (t := v.ocr_text.strip()))[:MAX_SUMMARY_CHARS]
+    return fit_text(joined, SUMMARY_BUDGET_BYTES)[0]
 
 
 def has_text(visions: Sequence[Vision]) -> bool:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from schemas.events import (
+    MAX_ALBUM_ITEMS,
     AlbumAssembled,
     AlbumItem,
     AlbumParsed,
@@ -36,12 +37,14 @@ class AssemblyPolicy:
             before emitting it `partial`.
         retention_seconds: how long state is kept after the last assembly (for late events),
             and how long vision of an album never parsed is kept.
-        max_buffered_vision: vision events of an album not parsed yet that are kept at most.
+        max_buffered_vision: vision events of an album not parsed yet that are kept at most
+            (an album has at most MAX_ALBUM_ITEMS posts; more would be other albums' or bad
+            data, and each costs room in a state record that must stay under Kafka's 1 MB).
     """
 
     deadline_seconds: float = 600.0
     retention_seconds: float = 86400.0
-    max_buffered_vision: int = 32
+    max_buffered_vision: int = MAX_ALBUM_ITEMS
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +325,7 @@ def assemble(st: AlbumState, now: float) -> AlbumAssembled:
         assembly_started_at=aggregation.iso(st.created_at),
         assembly_completed_at=aggregation.iso(now),
         assembly_lag_seconds=round(max(0.0, now - st.created_at), 3),
+        texts_truncated=album.truncated or any(v.truncated for v in visions),
     )
 
 
