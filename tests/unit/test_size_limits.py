@@ -156,6 +156,7 @@ def test_over_limit_input_is_refused_and_its_dead_letter_is_cut_to_fit() -> None
 def test_a_record_over_the_limit_becomes_a_dead_letter_instead_of_failing_forever() -> None:
     topic, key, value, partition = _fitting(("e2e.album.assembled", b"1", b"x" * 2_000_000, 3))
     assert topic.endswith("albums.dlq")
+    assert key == b"1"
     assert partition is None
     assert value is not None
     assert len(value) <= MAX_RECORD_BYTES
