@@ -7,3 +7,9 @@ class StorageError(Exception):
     """A store could not do what was asked. `retriable`: trying again may succeed."""
 
     retriable: bool = False
+
+
+class StoreTimeout(StorageError):
+    """A store did not answer within its time: up but hung, or far too slow. Retriable."""
+
+    retriable = True

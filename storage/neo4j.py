@@ -6,7 +6,13 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, LiteralString
 
-from neo4j import AsyncDriver, AsyncGraphDatabase, AsyncManagedTransaction, AsyncSession
+from neo4j import (
+    AsyncDriver,
+    AsyncGraphDatabase,
+    AsyncManagedTransaction,
+    AsyncSession,
+    unit_of_work,
+)
 from neo4j import exceptions as neo4j_exc
 from neo4j.time import DateTime
 
@@ -213,11 +219,22 @@ class Neo4jGraph:
         uri: Bolt or Neo4j URI (`bolt://127.0.0.1:7687`, `neo4j://...` for a cluster).
         user, password: basic-auth credentials.
         database: the database to use; None means the server's default (home) database.
+        timeout: seconds a transaction may run (the server ends it after) and a connection may
+            be waited for.
     """
 
-    def __init__(self, uri: str, user: str, password: str, *, database: str | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        user: str,
+        password: str,
+        *,
+        database: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         self.uri = uri
         self.database = database
+        self.timeout = timeout
         self._auth = (user, password)
         self._driver: AsyncDriver | None = None
 
@@ -231,6 +248,7 @@ class Neo4jGraph:
                 # the sink's backoff, which reports them in /health/detailed
                 max_transaction_retry_time=5.0,
                 connection_timeout=5.0,
+                connection_acquisition_timeout=self.timeout,
             )
             # auto-commit on purpose: a dead server fails now, not after the retry budget
             async with self._session() as session:
@@ -284,6 +302,7 @@ class Neo4jGraph:
     ) -> list[dict[str, Any]]:
         """Run `query` in a managed transaction (the driver retries transient failures)."""
 
+        @unit_of_work(timeout=self.timeout)
         async def work(tx: AsyncManagedTransaction) -> list[dict[str, Any]]:
             result = await tx.run(query, params)
             return await result.data()

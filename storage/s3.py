@@ -64,9 +64,18 @@ class S3Storage:
     """
 
     def __init__(
-        self, endpoint_url: str, bucket: str, access_key: str, secret_key: str, region: str
+        self,
+        endpoint_url: str,
+        bucket: str,
+        access_key: str,
+        secret_key: str,
+        region: str,
+        *,
+        timeout: float = 30.0,
     ) -> None:
         self.endpoint_url = endpoint_url
+        #: seconds to wait for a response (connecting: 5 s)
+        self.timeout = timeout
         self.bucket = bucket
         self._access_key = access_key
         self._secret_key = secret_key
@@ -89,7 +98,7 @@ class S3Storage:
                 # put beyond it: a fifth of the sinks' process time)
                 config=AioConfig(
                     connect_timeout=5,
-                    read_timeout=30,
+                    read_timeout=self.timeout,
                     retries={"max_attempts": 2},
                     max_pool_connections=POOL_CONNECTIONS,
                 ),

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from schemas.events import supersedes
-from storage.errors import StorageError
+from storage.errors import StorageError, StoreTimeout
 
 Album = Mapping[str, Any]
 
@@ -61,11 +61,15 @@ class RetryPolicy:
         retries: retries after the first attempt before the albums are parked.
         base: the first delay in seconds.
         cap: the longest single delay.
+        timeout: seconds one attempt may take before it counts as a retriable failure
+            (STORE_TIMEOUT_SECONDS); None waits as long as the store's client does.
     """
 
     retries: int = 5
     base: float = 1.0
     cap: float = 30.0
+    #: the longest one write of a batch may take (a hung server answers nothing, ever)
+    timeout: float | None = None
 
     def delay(self, retry: int, rand: Callable[[], float] = random.random) -> float:
         ceiling = min(self.cap, self.base * 2.0**retry)
@@ -118,7 +122,16 @@ async def write_attempt(
     (writes are idempotent), so the split albums share one retry budget.
     """
     try:
-        changed = await sink.write_batch(albums)
+        if policy.timeout is None:
+            changed = await sink.write_batch(albums)
+        else:
+            try:
+                changed = await asyncio.wait_for(sink.write_batch(albums), policy.timeout)
+            except TimeoutError as exc:
+                raise StoreTimeout(
+                    f"{type(sink).__name__} did not answer a batch of {len(albums)} within "
+                    f"{policy.timeout:g}s"
+                ) from exc
         return BatchOutcome(written=list(albums), changed=changed, retries=attempt)
     except asyncio.CancelledError:
         raise

@@ -117,13 +117,16 @@ def build_sinks(
                 settings.s3_access_key,
                 settings.s3_secret_key.get(),
                 settings.s3_region,
+                timeout=settings.store_timeout_seconds,
             )
         )
     if "postgres" in enabled:
         from storage.postgres.store import PostgresStore
         from storage.sinks import PostgresSink
 
-        sinks["postgres"] = PostgresSink(PostgresStore(settings.database_url.get()))
+        sinks["postgres"] = PostgresSink(
+            PostgresStore(settings.database_url.get(), timeout=settings.store_timeout_seconds)
+        )
     if "qdrant" in enabled:
         from storage.embeddings import Embedder
         from storage.qdrant import QdrantIndex
@@ -135,6 +138,7 @@ def build_sinks(
                 api_key=settings.qdrant_api_key.get(),
                 path=settings.qdrant_path,
                 embedder=Embedder(),
+                timeout=max(1, round(settings.store_timeout_seconds)),
             )
         )
     if "neo4j" in enabled:
@@ -142,7 +146,12 @@ def build_sinks(
         from storage.sinks import Neo4jSink
 
         sinks["neo4j"] = Neo4jSink(
-            Neo4jGraph(settings.neo4j_uri, settings.neo4j_user, settings.neo4j_password.get())
+            Neo4jGraph(
+                settings.neo4j_uri,
+                settings.neo4j_user,
+                settings.neo4j_password.get(),
+                timeout=settings.store_timeout_seconds,
+            )
         )
     return sinks, off
 
@@ -214,6 +223,7 @@ class Resources(Service):
             retries=settings.sink_retries,
             base=settings.sink_backoff_seconds,
             cap=settings.sink_backoff_max_seconds,
+            timeout=settings.store_timeout_seconds,
         )
         if sinks is None:
             built, off = build_sinks(settings, only)

@@ -174,6 +174,12 @@ class Settings:
     sink_backoff_seconds: float = _env(
         "SINK_BACKOFF_SECONDS", 2.0, doc="first retry delay; doubles per retry, with jitter"
     )
+    store_timeout_seconds: float = _env(
+        "STORE_TIMEOUT_SECONDS",
+        30.0,
+        doc="the longest one store call may take (a sink batch, a lookup): a hung server is a "
+        "retriable failure after it",
+    )
     sink_backoff_max_seconds: float = _env(
         "SINK_BACKOFF_MAX_SECONDS", 30.0, doc="cap of one retry delay"
     )

@@ -84,13 +84,25 @@ class PostgresStore:
         database_url: SQLAlchemy async URL (postgresql+asyncpg://...).
     """
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, timeout: float = 30.0) -> None:
         self.database_url = database_url
+        self.timeout = timeout
         self._engine: AsyncEngine | None = None
 
     async def start(self) -> None:
         """Connect and check with `SELECT 1`."""
-        self._engine = create_async_engine(self.database_url, pool_pre_ping=True)
+        # every call is bounded: a server that is up but does not answer (stopped, locked) is
+        # a timeout, which the sinks retry, not a sink that waits forever
+        self._engine = create_async_engine(
+            self.database_url,
+            pool_pre_ping=True,
+            pool_timeout=self.timeout,
+            connect_args={
+                "timeout": min(self.timeout, 10.0),
+                "command_timeout": self.timeout,
+                "server_settings": {"statement_timeout": str(int(self.timeout * 1000))},
+            },
+        )
         try:
             async with self._engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))

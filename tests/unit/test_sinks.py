@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -309,3 +310,24 @@ async def test_a_sink_stage_writes_pauses_on_an_outage_then_parks_what_cannot_be
     )
     assert await stages.handle("fake", _batch(_assembled(3))) == []  # the store is back
     assert sink.stored == {3: 1}
+
+
+async def test_a_store_that_never_answers_is_a_retriable_timeout() -> None:
+    class Hung(FakeSink):
+        async def write_batch(self, albums: Sequence[Mapping[str, Any]]) -> int:
+            self.calls.append([a["album_id"] for a in albums])
+            if len(self.calls) == 1:
+                await asyncio.Event().wait()  # a stopped server: no answer, ever
+            return await super().write_batch(albums)
+
+    sink = Hung()
+    clock = Clock()
+    policy = RetryPolicy(retries=3, timeout=0.05)
+    out = await write_with_retries(sink, [album(1), album(2)], policy, sleep=clock.sleep)
+    assert [a["album_id"] for a in out.written] == [1, 2]
+    assert out.parked == []
+    assert len(clock.waits) == 1  # one retry after the timeout
+    # a first attempt that times out is reported as the store's failure, not the album's
+    first = await write_attempt(Hung(), [album(3)], policy)
+    assert first.retry is not None
+    assert "did not answer" in str(first.retry)
