@@ -30,8 +30,9 @@ import orjson
 from faust import EventT, StreamT
 
 from agents.direct import Message, send_direct, send_until_done
+from agents.dlq import dead_letter_message
 from agents.envelopes import Envelopes, commands_of
-from agents.table_store import TableStore, Write
+from agents.table_store import TableStore, UnreadableRow, Write
 from schemas.validation import InvalidEvent
 from streams import metrics
 from tables.due import DueIndex
@@ -93,6 +94,8 @@ class KeyedBatch(Generic[S]):
         self.original: dict[str, S | None] = {}
         self.sends: list[Message] = []
         self.after_sent: list[Callable[[], None]] = []
+        #: keys whose stored row could not be read: deleted unless the batch writes them anew
+        self.unreadable: set[str] = set()
         self._envelopes = envelopes
 
     def get(self, key: str) -> S | None:
@@ -166,6 +169,9 @@ class KeyedDriver(Generic[S]):
         #: states stored in this worker's partitions of the table
         self.states = 0
         self._cache: OrderedDict[str, S] = OrderedDict()
+        #: rows found unreadable (partition, key, raw bytes, reason), sent to the DLQ and
+        #: deleted by the next batch
+        self._unreadable: list[tuple[int, str, bytes, str]] = []
         self.started_at: float | None = None
         self.batches = 0
         self.events = 0
@@ -179,10 +185,17 @@ class KeyedDriver(Generic[S]):
         if state is not None:
             self._cache.move_to_end(key)
             return state
-        raw = self.store.get(partition, key)
-        if raw is None:
+        try:
+            raw = self.store.get(partition, key)
+            if raw is None:
+                return None
+            state = self.logic.decode(raw)
+        except UnreadableRow as row:
+            self._unreadable.append((partition, key, row.raw, str(row)))
             return None
-        state = self.logic.decode(raw)
+        except Exception as exc:  # JSON, but not a state this version reads
+            self._unreadable.append((partition, key, orjson.dumps(raw), _reason(exc)))
+            return None
         self._remember(key, state)
         return state
 
@@ -203,14 +216,15 @@ class KeyedDriver(Generic[S]):
         self.states = 0
         for partition, key, raw in self.store.items(assignment):
             self.states += 1
+            if isinstance(raw, UnreadableRow):
+                self._unreadable.append((partition, key, raw.raw, str(raw)))
+                continue
             try:
                 self.due.set(partition, key, self.logic.due_of(raw))
                 self.logic.indexed(key, raw)
-            except Exception:
-                # a row this version cannot read stays as it is; it is never due
-                log.exception(
-                    "%s: cannot index %r of partition %d", self.logic.stage, key, partition
-                )
+            except Exception as exc:
+                # a row this version cannot read goes to the DLQ with the next batch
+                self._unreadable.append((partition, key, orjson.dumps(raw), _reason(exc)))
         log.info(
             "%s: %d states on partitions %s indexed in %.2fs",
             self.logic.stage,
@@ -260,6 +274,7 @@ class KeyedDriver(Generic[S]):
             if batch is None:
                 batch = batches[partition] = KeyedBatch(self, partition, envelopes)
             self._apply(batch, event, now)
+        self._flush_unreadable(batches, envelopes)
         sends = [m for batch in batches.values() for m in batch.sends]
         sends += envelopes.messages()
         if sends:
@@ -296,6 +311,40 @@ class KeyedDriver(Generic[S]):
             except Exception as exc:
                 self._refuse(batch, event, key, command, exc)
 
+    def _flush_unreadable(self, batches: dict[int, KeyedBatch[S]], envelopes: Envelopes) -> None:
+        """Rows that could not be read: each to the DLQ (its bytes as stored) and deleted, so
+        one bad row never stops the agent nor comes back at every rebuild."""
+        pending, self._unreadable = self._unreadable, []
+        seen: set[tuple[int, str]] = set()
+        for partition, key, raw, reason in pending:
+            if (partition, key) in seen:
+                continue  # found by the rebuild, then read again by a command
+            seen.add((partition, key))
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = KeyedBatch(self, partition, envelopes)
+            log.error(
+                "%s: unreadable row %r of partition %d: %s",
+                self.logic.stage,
+                key,
+                partition,
+                reason,
+            )
+            batch.sends.append(
+                dead_letter_message(
+                    key=self.store.raw_key(key),
+                    value=raw,
+                    source_topic=self.store.changelog_topic,
+                    source_partition=partition,
+                    source_offset=None,
+                    stage=self.logic.stage,
+                    error=InvalidEvent("unreadable_state", reason),
+                )
+            )
+            batch.unreadable.add(key)
+            batch.original[key] = None
+            batch.changed.setdefault(key, None)
+
     def _refuse(
         self,
         batch: KeyedBatch[S],
@@ -319,7 +368,8 @@ class KeyedDriver(Generic[S]):
             out = writes[batch.partition] = []
             for key, state in batch.changed.items():
                 if state is None:
-                    if key in batch.original and batch.original[key] is None:
+                    stored = key in batch.unreadable
+                    if not stored and key in batch.original and batch.original[key] is None:
                         continue  # created and deleted within the batch: nothing stored
                     out.append((key, None))
                     encoded[key] = None
@@ -347,7 +397,7 @@ class KeyedDriver(Generic[S]):
         known = key in batch.original
         before = batch.original.get(key)
         if known:
-            self.states += int(raw is not None) - int(before is not None)
+            self.states += int(raw is not None) - int(before is not None or key in batch.unreadable)
         if raw is None or state is None:
             self._cache.pop(key, None)
         else:
@@ -371,3 +421,7 @@ def internal(read: Callable[[dict[str, Any]], T], msg: dict[str, Any], field: st
         raise InvalidEvent(
             "malformed_command", f"{field!r} of an internal command: {exc!r}"
         ) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    return f"stored state cannot be read: {type(exc).__name__}: {exc}"[:1000]

@@ -53,26 +53,40 @@ class TableStore:
         return hasattr(self._store, "_db_for_partition")
 
     def get(self, partition: int, key: str) -> dict[str, Any] | None:
+        """The stored value of `key`; UnreadableRow when it is not JSON."""
         store = self._store
         if self._rocksdb:
             raw = store._db_for_partition(partition).get(orjson.dumps(key))
-            return None if raw is None else orjson.loads(raw)
+            return None if raw is None else _decoded(raw)
         return store.data.get(key)  # type: ignore[no-any-return]
 
-    def items(self, partitions: frozenset[int]) -> Iterator[tuple[int, str, dict[str, Any]]]:
-        """(partition, key, value) of every key stored for `partitions`."""
+    def items(
+        self, partitions: frozenset[int]
+    ) -> Iterator[tuple[int, str, dict[str, Any] | UnreadableRow]]:
+        """(partition, key, value) of every key stored for `partitions`; a value that is not
+        JSON comes as UnreadableRow (its key as the raw key's text when that is not JSON)."""
         store = self._store
         if self._rocksdb:
             offset_key = store.offset_key
             for partition in sorted(partitions):
                 for raw_key, raw in store._db_for_partition(partition).items():
                     if raw_key != offset_key and raw is not None:
-                        yield partition, orjson.loads(raw_key), orjson.loads(raw)
+                        try:
+                            key = orjson.loads(raw_key)
+                        except orjson.JSONDecodeError:
+                            key = raw_key.decode(errors="replace")
+                        try:
+                            yield partition, key, _decoded(raw)
+                        except UnreadableRow as row:
+                            yield partition, key, row
             return
         for key, value in list(store.data.items()):
             partition = store._key_partition.get(key, value.get("partition"))
             if partition in partitions:
                 yield partition, key, value
+
+    def raw_key(self, key: str) -> bytes:
+        return orjson.dumps(key)
 
     def changelog(self, partition: int, writes: Sequence[Write]) -> list[Message]:
         """The changelog records of `writes` (tombstones for deletions)."""
@@ -100,3 +114,21 @@ class TableStore:
         if offset is not None:
             batch.put(store.offset_key, str(offset).encode())
         store._db_for_partition(partition).write(batch)
+
+
+class UnreadableRow(Exception):
+    """A stored value that is not JSON (a corrupt or foreign row): `raw` holds its bytes."""
+
+    def __init__(self, raw: bytes, reason: str) -> None:
+        super().__init__(reason)
+        self.raw = raw
+
+
+def _decoded(raw: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UnreadableRow(raw, f"stored value is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise UnreadableRow(raw, f"stored value is JSON {type(value).__name__}, not an object")
+    return value

@@ -14,6 +14,7 @@ from agents.direct import Message
 from agents.envelopes import commands_of, partition_for
 from agents.keyed import KeyedBatch, KeyedDriver
 from agents.table_store import Write
+from schemas.dlq import DlqRecord
 
 
 @dataclass
@@ -58,6 +59,9 @@ class FakeStore:
                 self.data[partition][key] = orjson.loads(value)
         if offset is not None:
             self.persisted[partition] = offset
+
+    def raw_key(self, key: str) -> bytes:
+        return orjson.dumps(key)
 
     def value(self, key: str) -> dict[str, Any]:
         return next(d[key] for d in self.data.values() if key in d)
@@ -322,14 +326,33 @@ async def test_one_failing_due_key_does_not_drop_the_others_due_with_it() -> Non
     assert set(store.data[0]) == {"2"}
 
 
-async def test_a_row_that_cannot_be_indexed_is_left_alone() -> None:
+async def test_a_row_that_cannot_be_indexed_goes_to_the_dlq_and_the_agent_goes_on() -> None:
     store = FakeStore()
     store.data[0] = {"x": {"n": 1, "due": 10.0}, "4": {"n": 1, "due": 10.0}}
     sender = Sender(store)
     driver = driver_for(store, sender)
     await driver.process([FakeEvent("", {"type": "tick"}, FakeMessage(0, 3))])  # type: ignore[list-item]
     assert [m[1] for m in sender.sent("out")] == [b"4"]
-    assert "x" in store.data[0]
+    (dead,) = [m for m in sender.sent("albums.dlq")]
+    record = DlqRecord.decode(dead[2])
+    assert (record.error_type, record.stage, record.key) == ("unreadable_state", "counter", b'"x"')
+    assert orjson.loads(record.value or b"") == {"n": 1, "due": 10.0}
+    # deleted, and not found again by the next rebuild
+    assert "x" not in store.data[0]
+    assert driver.states == 0
+
+
+async def test_a_stored_state_that_cannot_be_decoded_is_dead_lettered_and_replaced() -> None:
+    store = FakeStore()
+    store.data[partition_for("k", 2)] = {"k": {"unexpected": True}}
+    sender = Sender(store)
+    driver = driver_for(store, sender)
+    await driver.process([ev("k", partition_for("k", 2), 0)])
+    (dead,) = sender.sent("albums.dlq")
+    assert DlqRecord.decode(dead[2]).error_type == "unreadable_state"
+    # the command was applied to a fresh state, which replaced the unreadable row
+    assert store.value("k")["n"] == 1
+    assert [m[2] for m in sender.sent("out")] == [b"1"]
 
 
 async def test_a_key_created_and_deleted_in_one_batch_is_never_written() -> None:

@@ -93,3 +93,23 @@ def test_a_discarded_partition_is_empty_and_the_others_are_kept(tmp_path: Path) 
     # the store stays usable: restored records land in it as before
     store.apply(1, [("7", orjson.dumps({"a": 2}))], 0)
     assert store.get(1, "7") == {"a": 2}
+
+
+def test_a_row_that_is_not_json_comes_back_as_unreadable(tmp_path: Path) -> None:
+    import pytest
+
+    from agents.table_store import UnreadableRow
+
+    table = _table(tmp_path, "u")
+    store = TableStore(table)
+    store.apply(0, [("1", orjson.dumps({"a": 1}))], 3)
+    db = table.data._db_for_partition(0)
+    db[orjson.dumps("2")] = b"\xff not json"
+    db[orjson.dumps("3")] = b"[1, 2]"
+    rows = {key: value for _, key, value in store.items(frozenset({0}))}
+    assert rows["1"] == {"a": 1}
+    assert isinstance(rows["2"], UnreadableRow)
+    assert rows["2"].raw == b"\xff not json"
+    assert isinstance(rows["3"], UnreadableRow)
+    with pytest.raises(UnreadableRow):
+        store.get(0, "2")
