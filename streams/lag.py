@@ -15,8 +15,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -76,6 +76,8 @@ class LagReport:
 
     at: float
     lag: dict[tuple[str, str], int]
+    #: per (stage, topic, partition): the group's position there and the records behind it
+    partitions: dict[tuple[str, str, int], tuple[int, int]] = field(default_factory=dict)
 
     def by_stage(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -100,15 +102,18 @@ async def measure(
     starts: dict[TopicPartition, int] = await consumer.beginning_offsets(tps) if tps else {}
     committed = await asyncio.gather(*(admin.list_consumer_group_offsets(g.group) for g in groups))
     lag: dict[tuple[str, str], int] = {}
+    partitions: dict[tuple[str, str, int], tuple[int, int]] = {}
     for group, offsets in zip(groups, committed, strict=True):
         for topic in group.topics:
             behind = 0
             for tp in parts[topic]:
                 done = offsets.get(tp)
                 position = done.offset if done is not None and done.offset >= 0 else starts[tp]
-                behind += max(0, ends[tp] - position)
+                n = max(0, ends[tp] - position)
+                partitions[(group.stage, topic, tp.partition)] = (position, n)
+                behind += n
             lag[(group.stage, topic)] = behind
-    return LagReport(time.time(), lag)
+    return LagReport(time.time(), lag, partitions)
 
 
 class LagMonitor(Service):
@@ -116,6 +121,9 @@ class LagMonitor(Service):
 
     #: the last report of this process's monitor (None before the first one)
     last: LagReport | None = None
+    #: stage → (partitions with lag whose position has not moved for STAGE_STUCK_SECONDS,
+    #: the longest such time)
+    stuck: ClassVar[dict[str, tuple[int, float]]] = {}
 
     def __init__(self, groups: Sequence[StageGroup] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -123,6 +131,8 @@ class LagMonitor(Service):
         self.admin: AIOKafkaAdminClient | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.last_error: str | None = None
+        #: (stage, topic, partition) → (position, since when it is there with lag, monotonic)
+        self._progress: dict[tuple[str, str, int], tuple[int, float]] = {}
 
     async def on_start(self) -> None:
         if settings.lag_interval_seconds <= 0:
@@ -170,4 +180,24 @@ class LagMonitor(Service):
             metrics.consumergroup_lag.labels(stage, topic).set(n)
         metrics.consumergroup_lag_updated.set(report.at)
         LagMonitor.last = report
+        LagMonitor.stuck = self.track_progress(report, time.monotonic())
+        for group in self.groups:
+            count = LagMonitor.stuck.get(group.stage, (0, 0.0))[0]
+            metrics.stage_stuck_partitions.labels(group.stage).set(count)
         return report
+
+    def track_progress(self, report: LagReport, now: float) -> dict[str, tuple[int, float]]:
+        """Partitions with lag whose group position has not moved for STAGE_STUCK_SECONDS."""
+        stuck: dict[str, tuple[int, float]] = {}
+        progress: dict[tuple[str, str, int], tuple[int, float]] = {}
+        for key, (position, behind) in report.partitions.items():
+            if behind <= 0:
+                continue
+            before = self._progress.get(key)
+            since = before[1] if before is not None and before[0] == position else now
+            progress[key] = (position, since)
+            if now - since >= settings.stage_stuck_seconds:
+                count, longest = stuck.get(key[0], (0, 0.0))
+                stuck[key[0]] = (count + 1, max(longest, now - since))
+        self._progress = progress
+        return stuck

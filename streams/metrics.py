@@ -178,6 +178,11 @@ consumergroup_lag = Gauge(
     "records of a topic not yet committed by a stage's consumer group",
     ["stage", "topic"],
 )
+stage_stuck_partitions = Gauge(
+    "stage_stuck_partitions",
+    "partitions with lag whose group position has not moved for STAGE_STUCK_SECONDS",
+    ["stage"],
+)
 consumergroup_lag_updated = Gauge(
     "kafka_consumergroup_lag_updated_timestamp_seconds",
     "when the worker last measured consumer-group lag",

@@ -193,6 +193,12 @@ class Settings:
         10.0,
         doc="how often the worker measures every stage's consumer-group lag (0: never)",
     )
+    stage_stuck_seconds: float = _env(
+        "STAGE_STUCK_SECONDS",
+        300.0,
+        doc="a partition with lag whose group position has not moved this long makes its "
+        "stage stuck (/health 503, stage_stuck_partitions)",
+    )
     table_batch_size: int = _env(
         "TABLE_BATCH_SIZE",
         50,

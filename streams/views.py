@@ -67,14 +67,43 @@ def readiness() -> tuple[bool, str]:
     return True, "ok"
 
 
+#: failed batches in a row that make a stage loop count as unable to make progress
+FAILING_BATCHES = 3
+
+
+def progress_problems(groups: dict[str, dict[str, Any] | None]) -> list[str]:
+    """Stages that cannot make progress: a loop failing batch after batch, or partitions with
+    lag whose position does not move (sinks waiting for their store are not counted here: they
+    report it under `sinks`, and AlbumSinkRetrying alerts on it)."""
+    problems = []
+    for answer in groups.values():
+        for name, block in ((answer or {}).get("stages") or {}).items():
+            failures = int(block.get("failures_in_a_row") or 0)
+            if failures >= FAILING_BATCHES:
+                problems.append(
+                    f"stage {name}: {failures} failed batches in a row ({block.get('last_error')})"
+                )
+    for stage, (count, seconds) in sorted(LagMonitor.stuck.items()):
+        if not stage.startswith("sink-"):
+            problems.append(
+                f"stage {stage}: {count} partition(s) with lag made no progress for {seconds:.0f}s"
+            )
+    return problems
+
+
 @app.page("/health")
 class Health(View):
-    """200 once the worker runs with its tables recovered, else 503 with the reason."""
+    """200 once the worker runs with its tables recovered and every stage makes progress, else
+    503 with the reason."""
 
     async def get(self, request: Request) -> Response:
         ok, reason = readiness()
         body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "reason": reason}
-        return self.json(body, status=200 if ok else 503)
+        if ok:
+            problems = progress_problems(await stage_groups())
+            if problems:
+                body = {"status": "unavailable", "reason": "; ".join(problems)}
+        return self.json(body, status=200 if body["status"] == "ok" else 503)
 
 
 @app.page("/health/detailed")
@@ -84,6 +113,9 @@ class HealthDetailed(View):
     async def get(self, request: Request) -> Response:
         ok, reason = readiness()
         groups = await stage_groups()
+        problems = progress_problems(groups) if ok else []
+        if problems:
+            ok, reason = False, "; ".join(problems)
         body: dict[str, Any] = {
             "status": "ok" if ok else "unavailable",
             "reason": reason,
