@@ -129,7 +129,8 @@ async def write_attempt(
                 changed = await asyncio.wait_for(sink.write_batch(albums), policy.timeout)
             except TimeoutError as exc:
                 raise StoreTimeout(
-                    f"{type(sink).__name__} did not answer a batch of {len(albums)} within "
+                    f"{getattr(sink, 'name', type(sink).__name__)} did not answer a batch of "
+                    f"{len(albums)} within "
                     f"{policy.timeout:g}s"
                 ) from exc
         return BatchOutcome(written=list(albums), changed=changed, retries=attempt)

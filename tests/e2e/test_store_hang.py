@@ -1,14 +1,16 @@
 """A store that is up but does not answer: its server SIGSTOPped (with every process of its
-group) for 60 s in the middle of a run. Every call to it is bounded (STORE_TIMEOUT_SECONDS),
+processes) for 60 s in the middle of a run. Every call to it is bounded (STORE_TIMEOUT_SECONDS),
 so its sink sees timeouts, backs off and retries; after SIGCONT every album is stored once and
 nothing was parked."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,9 +27,29 @@ ALBUMS = 150
 HANG_SECONDS = 60
 
 
-def server_pid(service: str) -> int:
-    """The local stack's server (each runs in a process group of its own, `setsid`)."""
-    return int((REPO_ROOT / ".stack" / "run" / f"{service}.pid").read_text().strip())
+def server_pids(service: str) -> list[int]:
+    """The local stack's server and every process under it (Postgres backends start sessions
+    of their own, so a process group is not enough)."""
+    root = int((REPO_ROOT / ".stack" / "run" / f"{service}.pid").read_text().strip())
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += parents.get(pid, [])
+    return out
+
+
+def signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
 
 
 @pytest.mark.timeout(600)
@@ -48,13 +70,15 @@ async def test_a_hung_store_is_waited_out_without_parking(
     pipeline.extra_env.update(sink_env(base_settings, SINKS=service, STORE_TIMEOUT_SECONDS="10"))
     worker = pipeline.start_worker("w1")
     worker.wait_healthy()
-    pid = server_pid(service)
+    pids: list[int] = []
     producing = asyncio.create_task(
         pipeline.produce(gen.records, rate=len(gen.records) / (HANG_SECONDS + 20))
     )
     try:
         await asyncio.sleep(8)
-        os.killpg(pid, signal.SIGSTOP)
+        # the processes of this moment: the backends of the sink's open connections included
+        pids = server_pids(service)
+        signal_all(pids, signal.SIGSTOP)
         stopped = time.monotonic()
         await asyncio.sleep(HANG_SECONDS / 2)
         state = sink_counts(worker)[service]
@@ -62,7 +86,7 @@ async def test_a_hung_store_is_waited_out_without_parking(
         assert state["albums_parked"] == 0, state
         await asyncio.sleep(HANG_SECONDS - (time.monotonic() - stopped))
     finally:
-        os.killpg(pid, signal.SIGCONT)
+        signal_all(pids, signal.SIGCONT)
         await producing
     print(f"{service}: last error while hung: {state['last_error']}")
 
