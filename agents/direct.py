@@ -97,9 +97,10 @@ async def send_direct(messages: Sequence[Message]) -> dict[tuple[str, int], int]
     """
     producer = await DirectSender.get_producer()
     groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
-    if any(len(m[1] or b"") + len(m[2] or b"") > MAX_RECORD_BYTES for m in messages):
-        messages = [_fitting(m) for m in messages]
-    for topic, key, value, partition in messages:
+    for message in messages:
+        topic, key, value, partition = message
+        if len(value or b"") + len(key or b"") > MAX_RECORD_BYTES:
+            topic, key, value, partition = _fitting(message)
         if partition is None:
             partition = await _partition_of(producer, topic, key)
         records = groups.get((topic, partition))

@@ -13,9 +13,9 @@ The output is deterministic (sorted keys, two-space indent, a trailing newline),
 file changes only when a panel does. Every panel and target uses the one Prometheus datasource,
 uid `prometheus` (compose/grafana/provisioning/datasources/prometheus.yml).
 
-`build()` returns the JSON model and `panel_queries()` lists (row, panel title, expr) of every
-target of a model; tests/unit/test_dashboard.py uses both. The seed's eight album panels keep
-their titles; streams/panels.py holds the key panels' queries for `python -m streams report`.
+`build()` returns the JSON model (tests/unit/test_dashboard.py checks it); `panel_queries()` of
+streams/panels.py lists every target of a model. The seed's eight album panels keep their
+titles; streams/panels.py also holds the key panels' queries for `python -m streams report`.
 """
 
 from __future__ import annotations
@@ -432,25 +432,6 @@ def check_layout(dashboard: dict[str, Any]) -> None:
         for b, bx, by, bw, bh in boxes[i + 1 :]:
             if ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah:
                 raise ValueError(f"panels {a!r} and {b!r} overlap")
-
-
-def panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(row title, panel title, expr) of every target of a dashboard JSON model, in order.
-
-    Handles panels inside collapsed rows (a row's `panels`) and top-level panels, which belong
-    to the row above them ('' before the first row)."""
-    out: list[tuple[str, str, str]] = []
-    row = ""
-    for item in dashboard.get("panels", []):
-        if item.get("type") == "row":
-            row = item.get("title", "")
-            nested = item.get("panels", [])
-        else:
-            nested = [item]
-        for p in nested:
-            for t in p.get("targets", []):
-                out.append((row, p.get("title", ""), t.get("expr", "")))
-    return out
 
 
 def render(dashboard: dict[str, Any]) -> str:

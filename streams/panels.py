@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 _TEMPLATE = re.compile(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}")
 
@@ -122,3 +123,22 @@ def legend(template: str, labels: dict[str, str]) -> str:
     """A series' legend as Grafana writes it (a label the series lacks is left blank)."""
     out = _TEMPLATE.sub(lambda m: labels.get(m.group(1).strip(), ""), template)
     return " ".join(out.split()) or "value"
+
+
+def panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(row title, panel title, expr) of every target of a dashboard JSON model, in order.
+
+    Handles panels inside collapsed rows (a row's `panels`) and top-level panels, which belong
+    to the row above them ('' before the first row)."""
+    out: list[tuple[str, str, str]] = []
+    row = ""
+    for item in dashboard.get("panels", []):
+        if item.get("type") == "row":
+            row = item.get("title", "")
+            nested = item.get("panels", [])
+        else:
+            nested = [item]
+        for p in nested:
+            for t in p.get("targets", []):
+                out.append((row, p.get("title", ""), t.get("expr", "")))
+    return out

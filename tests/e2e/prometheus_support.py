@@ -139,19 +139,3 @@ class PrometheusProcess:
                 return time.monotonic() - started
             time.sleep(1)
         return None
-
-
-def dashboard_queries(dashboard: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(row, panel title, expr) of every target, panels inside collapsed rows included."""
-    out: list[tuple[str, str, str]] = []
-    row = ""
-    for panel in dashboard["panels"]:
-        if panel.get("type") == "row":
-            row = panel.get("title", "")
-            nested = panel.get("panels", [])
-        else:
-            nested = [panel]
-        for p in nested:
-            for target in p.get("targets", []):
-                out.append((row, p["title"], target["expr"]))
-    return out

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import math
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from storage.telegram.recording import RecordingSource, RecordingWriter
 from storage.telegram.samples import photo_message
 from streams.generator import GeneratorConfig, generate
 from streams.ingest import runtime
-from streams.panels import substitute
+from streams.panels import panel_queries, substitute
 from streams.report import build_report
 from streams.settings import Settings
 from tests.conftest import free_port
@@ -36,10 +35,9 @@ from tests.e2e.pipeline import Pipeline
 from tests.e2e.prometheus_support import (
     DASHBOARD,
     PrometheusProcess,
-    dashboard_queries,
 )
 from tests.e2e.sinks_support import sink_env
-from tests.workers import REPO_ROOT
+from tests.e2e.test_sink_outage import stack
 
 pytestmark = pytest.mark.e2e
 
@@ -65,15 +63,6 @@ MAIN_PANELS = {
     "Up",
     "Resident Memory",
 }
-
-
-def stack(command: str, service: str) -> None:
-    subprocess.run(
-        ["bash", str(REPO_ROOT / "compose/local/stack.sh"), command, service],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
 
 
 def recording(path: Path, channel: int, albums: int) -> None:
@@ -152,7 +141,7 @@ async def test_dashboard_queries_and_alerts_on_a_real_prometheus(
             step = 2.0
             dashboard = json.loads(DASHBOARD.read_text())
             failed, empty, with_data = [], set(), set()
-            for row, title, expr in dashboard_queries(dashboard):
+            for row, title, expr in panel_queries(dashboard):
                 query = substitute(expr, step=step, scrape=1.0, range_seconds=60)
                 answer = await asyncio.to_thread(prometheus.query_range, query, start, end, step)
                 if answer.get("status") != "success":

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from streams.panels import panel_queries
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "build_dashboard.py"
 COMPOSE_DIR = ROOT / "compose"
@@ -182,8 +184,8 @@ def test_grid_has_no_overlaps(dashboard: dict[str, Any]) -> None:
     assert ys == sorted(ys)
 
 
-def test_panel_queries_lists_every_target(script: ModuleType, dashboard: dict[str, Any]) -> None:
-    queries = script.panel_queries(dashboard)
+def test_panel_queries_lists_every_target(dashboard: dict[str, Any]) -> None:
+    queries = panel_queries(dashboard)
     assert len(queries) == sum(len(p["targets"]) for p in all_panels(dashboard))
     assert (
         "Albums",
@@ -205,7 +207,7 @@ def test_panel_queries_lists_every_target(script: ModuleType, dashboard: dict[st
             {"type": "timeseries", "title": "Below", "targets": [{"expr": "c"}, {"expr": "d"}]},
         ]
     }
-    assert script.panel_queries(nested) == [
+    assert panel_queries(nested) == [
         ("", "Top", "a"),
         ("R", "In", "b"),
         ("S", "Below", "c"),
