@@ -18,6 +18,7 @@ from schemas.validation import InvalidEvent
 from streams import metrics
 from streams.app import app
 from streams.health import health
+from streams.lag import upstream_drained
 from streams.settings import settings
 from streams.topics import ALBUM_ASSEMBLED, ALBUM_EVENTS, OUTBOX
 from tables.album_state import (
@@ -29,6 +30,7 @@ from tables.album_state import (
     on_time,
 )
 from tables.declarations import album_events_topic, album_state
+from tables.stream_time import StreamClock, Times
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ class AssemblerLogic:
             self.in_progress.discard(int(key))
 
     def handle(
-        self, batch: KeyedBatch[AlbumState], key: Any, msg: dict[str, Any], now: float
+        self, batch: KeyedBatch[AlbumState], key: Any, msg: dict[str, Any], now: Times
     ) -> None:
         kind = msg.get("type")
         if kind == "parsed":
@@ -103,7 +105,7 @@ class AssemblerLogic:
         else:
             raise InvalidEvent("unknown_command", f"album-events message type {kind!r}")
 
-    def on_due(self, batch: KeyedBatch[AlbumState], key: str, now: float) -> None:
+    def on_due(self, batch: KeyedBatch[AlbumState], key: str, now: Times) -> None:
         state = batch.get(key)
         if state is not None:
             t0 = time.perf_counter()
@@ -170,6 +172,11 @@ driver = KeyedDriver(
     batch_seconds=settings.table_batch_seconds,
     cache_size=settings.state_cache_size,
     after_batch=lambda: record_gauges(),
+    clock=StreamClock(
+        settings.stream_idle_seconds,
+        drained=upstream_drained,
+        max_hold_seconds=max(30.0, settings.album_deadline_seconds),
+    ),
 )
 
 
@@ -197,3 +204,4 @@ def record_gauges() -> None:
     """albums_in_progress and album_state_entries from the driver's indexes."""
     metrics.albums_in_progress.set(len(logic.in_progress))
     metrics.album_state_size.set(driver.states)
+    metrics.stream_time_behind_seconds.set(driver.clock.behind())

@@ -60,7 +60,11 @@ class Envelopes:
         self.commands = 0
 
     def add(self, topic: str, key: str, command: dict[str, Any]) -> None:
-        dest = (topic, partition_for(key, self.partitions))
+        self.add_to(topic, partition_for(key, self.partitions), key, command)
+
+    def add_to(self, topic: str, partition: int, key: str | None, command: dict[str, Any]) -> None:
+        """A command for a given partition (one that is not about a key, such as a watermark)."""
+        dest = (topic, partition)
         parts = self._parts.get(dest)
         if parts is None:
             parts = self._parts[dest] = []

@@ -43,11 +43,24 @@ def _dead_letter(record: ConsumerRecord[bytes, bytes], error: InvalidEvent) -> M
     )
 
 
+def _origin(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
+    """Where a command comes from: the input record, and its time (the event time deadlines
+    are measured in: tables/stream_time.py), when the record has one."""
+    origin: dict[str, Any] = {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+    }
+    if record.timestamp is not None and record.timestamp > 0:
+        origin["ts"] = record.timestamp / 1000
+    return origin
+
+
 def route_album(record: ConsumerRecord[bytes, bytes], out: Envelopes) -> list[Message]:
     """albums.parsed → one index entry per item (post-events) + the album (album-events).
 
     Returns the dead letter of a record that does not validate."""
-    origin = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+    origin = _origin(record)
     try:
         album = decode_album_parsed(record.value)
     except InvalidEvent as exc:
@@ -63,6 +76,7 @@ def route_album(record: ConsumerRecord[bytes, bytes], out: Envelopes) -> list[Me
                 "post_id": item.post_id,
                 "album_id": album.album_id,
                 "tenant_id": album.tenant_id,
+                "origin": origin,
             },
         )
     out.add(
@@ -79,7 +93,7 @@ def route_vision(record: ConsumerRecord[bytes, bytes], out: Envelopes) -> list[M
     `grouped_id: null` (a post outside any album) is ignored and counted. Returns the dead
     letter of a record that does not validate.
     """
-    origin = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+    origin = _origin(record)
     try:
         vision = decode_vision_analyzed(record.value)
     except InvalidEvent as exc:

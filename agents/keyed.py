@@ -21,6 +21,7 @@ when the assignment changes, and dropped if a batch fails half-way.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,6 +37,7 @@ from agents.table_store import TableStore, UnreadableRow, Write
 from schemas.validation import InvalidEvent
 from streams import metrics
 from tables.due import DueIndex
+from tables.stream_time import StreamClock, Times
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +62,12 @@ class KeyedLogic(Protocol[S]):
         """The same, of an encoded state (read on rebuilds without decoding it)."""
         ...
 
-    def handle(self, batch: KeyedBatch[S], key: Any, msg: dict[str, Any], now: float) -> None:
+    def handle(self, batch: KeyedBatch[S], key: Any, msg: dict[str, Any], now: Times) -> None:
         """Apply one command; raise for one that cannot be applied (it is dead-lettered)."""
         ...
 
-    def on_due(self, batch: KeyedBatch[S], key: str, now: float) -> None:
-        """Time alone may change `key`'s state (its due time passed)."""
+    def on_due(self, batch: KeyedBatch[S], key: str, now: Times) -> None:
+        """Time alone may change `key`'s state (its due time passed in stream time)."""
         ...
 
     def dead_letter(
@@ -139,6 +141,14 @@ class KeyedDriver(Generic[S]):
         send: sends messages and returns once the broker has every one: the last offset
             written per (topic, partition).
         after_batch: called after each batch is written (gauges).
+        clock: stream time of the partitions (tables/stream_time.py): due times are compared
+            with it, not with the wall clock.
+        wall: the wall clock (stamps only).
+        watermarks_to: the internal topic this driver forwards commands to, if any: every
+            batch then tells each of its partitions, after the forwards, how far the stream
+            time of the partitions it read has come (a forward comes a hop later than the
+            router's own commands; without this, the stage downstream could pass a deadline
+            with a forward still on its way).
     """
 
     def __init__(
@@ -154,8 +164,16 @@ class KeyedDriver(Generic[S]):
         cache_size: int = 50_000,
         send: Callable[[Sequence[Message]], Awaitable[Any]] = send_direct,
         after_batch: Callable[[], None] | None = None,
+        clock: StreamClock | None = None,
+        wall: Callable[[], float] = time.time,
+        watermarks_to: str | None = None,
     ) -> None:
+        self.watermarks_to = watermarks_to
+        #: per partition: the watermark last sent and when (monotonic)
+        self._marks: dict[int, tuple[float, float]] = {}
         self.after_batch = after_batch
+        self.clock = clock or StreamClock(0.0)
+        self.wall = wall
         self.logic = logic
         self.store = store
         self.topic = topic
@@ -212,6 +230,7 @@ class KeyedDriver(Generic[S]):
         t0 = time.monotonic()
         self._cache.clear()
         self.due.clear(assignment)
+        self.clock.assign(assignment)
         self.logic.reset_index()
         self.states = 0
         for partition, key, raw in self.store.items(assignment):
@@ -265,7 +284,7 @@ class KeyedDriver(Generic[S]):
         assignment = self.assignment()
         if self.due.assignment != assignment:
             self.rebuild(assignment)
-        now = time.time()
+        wall = self.wall()
         envelopes = Envelopes(self.partitions)
         batches: dict[int, KeyedBatch[S]] = {}
         for event in events:
@@ -273,8 +292,10 @@ class KeyedDriver(Generic[S]):
             batch = batches.get(partition)
             if batch is None:
                 batch = batches[partition] = KeyedBatch(self, partition, envelopes)
-            self._apply(batch, event, now)
+            self._apply(batch, event, wall)
         self._flush_unreadable(batches, envelopes)
+        if self.watermarks_to is not None:
+            self._watermarks(batches, envelopes)
         sends = [m for batch in batches.values() for m in batch.sends]
         sends += envelopes.messages()
         if sends:
@@ -290,26 +311,87 @@ class KeyedDriver(Generic[S]):
         if self.after_batch is not None:
             self.after_batch()
 
-    def _apply(self, batch: KeyedBatch[S], event: EventT[Any], now: float) -> None:
+    def _apply(self, batch: KeyedBatch[S], event: EventT[Any], wall: float) -> None:
         value = event.value
+        partition = batch.partition
+        written = getattr(event.message, "timestamp", None)
+        try:
+            self._apply_event(batch, event, value, partition, wall)
+        finally:
+            if isinstance(written, int | float) and written > 0:
+                self.clock.read(partition, float(written))
+
+    def _apply_event(
+        self, batch: KeyedBatch[S], event: EventT[Any], value: Any, partition: int, wall: float
+    ) -> None:
         if isinstance(value, dict) and value.get("type") == "tick":
-            for key in batch.pop_due(now):
+            stream = self.clock.now(partition)
+            if stream is None:
+                return  # stream time unknown yet: nothing can be due
+            now = Times(stream, stream, wall)
+            for key in batch.pop_due(stream):
                 try:
                     state = batch.get(key)
                     due = None if state is None else self.logic.due(state)
-                    if due is None or due > now:
+                    if due is None or due > stream:
                         continue  # deleted, or scheduled again since (DueIndex keeps both)
                     self.logic.on_due(batch, key, now)
                 except Exception as exc:
                     # one album that fails never holds back the others due with it
                     self._refuse(batch, event, key, value, exc)
             return
-        for key, command in commands_of(event.key, value):
+        # stream time as it was before this message: a command is never judged against the
+        # records that come after it in the same envelope
+        stream = self.clock.now(partition)
+        commands = list(commands_of(event.key, value))
+        fallback = getattr(event.message, "timestamp", None)
+        low: float | None = None
+        stamps: list[float | None] = []
+        for _, command in commands:
+            ts, source = _event_time(command)
+            if ts is None and isinstance(fallback, int | float) and fallback > 0:
+                ts, source = float(fallback), ("envelope",)
+            stamps.append(ts)
+            if ts is None:
+                continue
+            low = ts if low is None or ts < low else low
+            if source is not None:
+                sticky = command.get("type") == "watermark"
+                self.clock.observe(partition, ts, source, sticky=sticky)
+        if stream is None:
+            stream = low if low is not None else wall
+        for (key, command), ts in zip(commands, stamps, strict=True):
+            if command.get("type") == "watermark":
+                continue  # observed above: it only moves stream time
             self.commands += 1
             try:
-                self.logic.handle(batch, key, command, now)
+                self.logic.handle(batch, key, command, Times(stream, ts or stream, wall))
             except Exception as exc:
                 self._refuse(batch, event, key, command, exc)
+
+    def _watermarks(self, batches: dict[int, KeyedBatch[S]], envelopes: Envelopes) -> None:
+        """After this batch's forwards: the stream time of each partition read, to every
+        partition of `watermarks_to` (when it moved, or to keep its source active)."""
+        assert self.watermarks_to is not None
+        mono = time.monotonic()
+        for partition in batches:
+            mark = self.clock.watermark(partition)
+            if mark is None:
+                continue
+            last = self._marks.get(partition)
+            if (
+                last is not None
+                and last[0] == mark
+                and mono - last[1] < self.clock.idle_seconds / 2
+            ):
+                continue
+            self._marks[partition] = (mark, mono)
+            command = {
+                "type": "watermark",
+                "origin": {"ts": mark, "source": ["watermark", self.topic, partition]},
+            }
+            for p in range(self.partitions):
+                envelopes.add_to(self.watermarks_to, p, None, command)
 
     def _flush_unreadable(self, batches: dict[int, KeyedBatch[S]], envelopes: Envelopes) -> None:
         """Rows that could not be read: each to the DLQ (its bytes as stored) and deleted, so
@@ -421,6 +503,26 @@ def internal(read: Callable[[dict[str, Any]], T], msg: dict[str, Any], field: st
         raise InvalidEvent(
             "malformed_command", f"{field!r} of an internal command: {exc!r}"
         ) from exc
+
+
+def _event_time(command: dict[str, Any]) -> tuple[float | None, Any]:
+    """The event time of a command (its input record's timestamp, which the router puts in
+    its origin) and the source whose stream time it moves (None: it moves none).
+
+    The router's commands move their input partition's; a watermark moves its sender's; a
+    forwarded command (`via` another stage) moves none, its sender's watermarks do."""
+    origin = command.get("origin")
+    if not isinstance(origin, dict):
+        return None, None
+    ts = origin.get("ts")
+    if not isinstance(ts, int | float) or isinstance(ts, bool) or not 0 < ts < math.inf:
+        return None, None
+    if command.get("type") == "watermark":
+        source = origin.get("source")
+        return float(ts), tuple(source) if isinstance(source, list) else ("watermark",)
+    if origin.get("via") is not None:
+        return float(ts), None
+    return float(ts), (origin.get("topic"), origin.get("partition"))
 
 
 def _reason(exc: BaseException) -> str:

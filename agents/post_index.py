@@ -16,10 +16,12 @@ from schemas.events import VisionAnalyzed
 from schemas.validation import InvalidEvent
 from streams import metrics
 from streams.app import app
+from streams.lag import upstream_drained
 from streams.settings import settings
 from streams.topics import ALBUM_EVENTS, POST_EVENTS
 from tables.declarations import post_events_topic, post_index
 from tables.post_index import IndexOutcome, PostEntry, apply_index, apply_vision, on_time
+from tables.stream_time import StreamClock, Times
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +57,11 @@ class PostIndexLogic:
         pass
 
     def handle(
-        self, batch: KeyedBatch[PostEntry], key: Any, msg: dict[str, Any], now: float
+        self, batch: KeyedBatch[PostEntry], key: Any, msg: dict[str, Any], now: Times
     ) -> None:
         kind = msg.get("type")
+        given = msg.get("origin")
+        origin: dict[str, Any] = given if isinstance(given, dict) else {}
         if kind == "index":
             post_id = msg["post_id"]
             key = str(post_id)
@@ -66,30 +70,49 @@ class PostIndexLogic:
                 post_id=post_id,
                 album_id=msg["album_id"],
                 tenant_id=msg["tenant_id"],
-                now=now,
+                now=now.event,
                 retention_seconds=RETENTION,
             )
         elif kind == "vision":
             # validated by the router: internal messages carry validated events
             vision = internal(VisionAnalyzed.from_dict, msg, "event")
             key = str(vision.post_id)
-            outcome = apply_vision(batch.get(key), vision, now=now, retention_seconds=RETENTION)
+            outcome = apply_vision(
+                batch.get(key), vision, now=now.event, retention_seconds=RETENTION
+            )
         else:
             raise InvalidEvent("unknown_command", f"post-events message type {kind!r}")
-        self._apply(batch, key, outcome)
+        self._apply(batch, key, outcome, origin, now.event)
 
-    def on_due(self, batch: KeyedBatch[PostEntry], key: str, now: float) -> None:
+    def on_due(self, batch: KeyedBatch[PostEntry], key: str, now: Times) -> None:
         entry = batch.get(key)
         if entry is not None:
-            self._apply(batch, key, on_time(entry, now))
+            self._apply(batch, key, on_time(entry, now.stream), {}, now.stream)
 
-    def _apply(self, batch: KeyedBatch[PostEntry], key: str, outcome: IndexOutcome) -> None:
+    def _apply(
+        self,
+        batch: KeyedBatch[PostEntry],
+        key: str,
+        outcome: IndexOutcome,
+        origin: dict[str, Any],
+        at: float,
+    ) -> None:
         metrics.post_index_events_total.labels(status=outcome.note).inc()
         for event, error in outcome.rejected:
             batch.send(vision_dead_letter(event, self.stage, error))
+        # forwarded vision keeps its event time, marked as come through the index: it moves
+        # no stream time at the assembler, this driver's watermarks do (agents/keyed.py)
+        if outcome.note == "routed":
+            forwarded = {**origin, "ts": at, "via": "index"}
+        else:
+            # released by an index entry: the vision's own record is not known here (a dead
+            # letter of it names the album-events record)
+            forwarded = {"ts": at, "via": "index"}
         for event in outcome.forward:
             batch.forward(
-                ALBUM_EVENTS, str(event.album_id), {"type": "vision", "event": event.to_dict()}
+                ALBUM_EVENTS,
+                str(event.album_id),
+                {"type": "vision", "event": event.to_dict(), "origin": forwarded},
             )
         if not outcome.changed:
             return
@@ -124,6 +147,12 @@ driver = KeyedDriver(
     batch_size=settings.table_batch_size,
     batch_seconds=settings.table_batch_seconds,
     cache_size=settings.state_cache_size,
+    clock=StreamClock(
+        settings.stream_idle_seconds,
+        drained=upstream_drained,
+        max_hold_seconds=max(30.0, settings.album_deadline_seconds),
+    ),
+    watermarks_to=ALBUM_EVENTS,
 )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -121,6 +121,8 @@ class LagMonitor(Service):
 
     #: the last report of this process's monitor (None before the first one)
     last: LagReport | None = None
+    #: monotonic time of `last`
+    last_at: float = 0.0
     #: stage → (partitions with lag whose position has not moved for STAGE_STUCK_SECONDS,
     #: the longest such time)
     stuck: ClassVar[dict[str, tuple[int, float]]] = {}
@@ -180,6 +182,7 @@ class LagMonitor(Service):
             metrics.consumergroup_lag.labels(stage, topic).set(n)
         metrics.consumergroup_lag_updated.set(report.at)
         LagMonitor.last = report
+        LagMonitor.last_at = time.monotonic()
         LagMonitor.stuck = self.track_progress(report, time.monotonic())
         for group in self.groups:
             count = LagMonitor.stuck.get(group.stage, (0, 0.0))[0]
@@ -201,3 +204,40 @@ class LagMonitor(Service):
                 stuck[key[0]] = (count + 1, max(longest, now - since))
         self._progress = progress
         return stuck
+
+
+#: the router's input: what deadlines wait for while it has not read it all
+ROUTER_INPUT = (ALBUMS_PARSED, VISION_ANALYZED)
+
+
+#: how much later than a lag measurement a record read downstream must be written for what
+#: the router had sent by the measurement to be behind it (clocks of two processes)
+MEASUREMENT_MARGIN_SECONDS = 1.0
+
+
+def upstream_drained(source: Hashable, read_until: float | None) -> bool:
+    """Whether everything of an input partition (`source`, a (topic, partition) pair), or of
+    both input topics (None), has reached a partition that has read records written up to
+    `read_until`: the router had no lag there at the last measurement, and the partition has
+    read a record written after that measurement.
+
+    Stream time (tables/stream_time.py) lets a quiet source go, and a partition without traffic
+    follow the clock, only while this holds: silence during a broker outage, while the router
+    is down or behind, or while the partition itself is behind, is records not read yet, not
+    records that do not exist. A measurement older than three intervals (the broker is away,
+    the monitor cannot measure) does not count. With the monitor off (LAG_INTERVAL_SECONDS=0)
+    silence alone counts.
+    """
+    if settings.lag_interval_seconds <= 0:
+        return True
+    report = LagMonitor.last
+    if report is None or read_until is None:
+        return False
+    if time.monotonic() - LagMonitor.last_at > 3 * settings.lag_interval_seconds + 5:
+        return False
+    if read_until < report.at + MEASUREMENT_MARGIN_SECONDS:
+        return False
+    if isinstance(source, tuple) and len(source) == 2 and source[0] in ROUTER_INPUT:
+        measured = report.partitions.get(("router", source[0], source[1]))
+        return measured is None or measured[1] == 0
+    return all(report.lag.get(("router", topic), 0) == 0 for topic in ROUTER_INPUT)

@@ -63,6 +63,11 @@ albums_in_progress = Gauge(
     "albums_in_progress", "albums in the assembler's state not yet assembled complete"
 )
 album_state_size = Gauge("album_state_entries", "entries of album_state on this worker")
+stream_time_behind_seconds = Gauge(
+    "album_stream_time_behind_seconds",
+    "wall clock minus the stream time of the assembler's furthest-behind partition "
+    "(deadlines are measured in stream time: this is how late they fire)",
+)
 dlq_events_total = Counter(
     "dlq_events_total", "records sent to albums.dlq", ["stage", "error_type"]
 )

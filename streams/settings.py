@@ -95,6 +95,13 @@ class Settings:
     album_deadline_seconds: float = _env(
         "ALBUM_DEADLINE_SECONDS", 600.0, doc="after this an incomplete album is emitted partial"
     )
+    stream_idle_seconds: float = _env(
+        "STREAM_IDLE_SECONDS",
+        2.0,
+        doc="deadlines run in stream time (record timestamps); an input source silent this long "
+        "no longer holds it back, and a partition without traffic follows the clock after it "
+        "(while the router has no lag)",
+    )
     album_state_retention_seconds: float = _env(
         "ALBUM_STATE_RETENTION_SECONDS", 86400.0, doc="state kept after final assembly"
     )
@@ -267,6 +274,8 @@ class Settings:
             raise SettingsError(f"TOPIC_PARTITIONS must be 1..1024, got {self.topic_partitions}")
         if self.album_deadline_seconds <= 0:
             raise SettingsError("ALBUM_DEADLINE_SECONDS must be > 0")
+        if self.stream_idle_seconds < 0:
+            raise SettingsError("STREAM_IDLE_SECONDS must be >= 0")
         if self.album_state_retention_seconds <= 0:
             raise SettingsError("ALBUM_STATE_RETENTION_SECONDS must be > 0")
         if not 0 < self.web_port < 65536:

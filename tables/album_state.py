@@ -1,8 +1,13 @@
 """The state of one album in flight and its transitions (pure: no Faust, no I/O, no clock).
 
 The assembler agent keeps one `AlbumState` per album_id in the `album_state` table (as the
-dict of `to_dict()`), feeds it events with the current time, writes back the new state, and
-sends what the transition says to emit. Every transition is deterministic and idempotent:
+dict of `to_dict()`), feeds it events with their times, writes back the new state, and
+sends what the transition says to emit.
+
+Times (tables/stream_time.py): an album's own times (created, parsed, deadline, received) are
+the event times of its records; deadlines and expiry are compared with the partition's stream
+time; the wall clock only stamps `assembly_completed_at` (and the lag, which is how long after
+its first record an album came out). Every transition is deterministic and idempotent:
 applying the same event twice yields the same state and emits nothing the second time.
 """
 
@@ -23,6 +28,7 @@ from schemas.events import (
 )
 from schemas.validation import InvalidEvent
 from tables import aggregation
+from tables.stream_time import Times
 
 COMPLETE = "complete"
 PARTIAL = "partial"
@@ -152,6 +158,10 @@ class Outcome:
     note: str = "applied"
 
 
+def _times(now: float | Times) -> Times:
+    return now if isinstance(now, Times) else Times.at(now)
+
+
 def new_state(album_id: int, now: float, policy: AssemblyPolicy) -> AlbumState:
     return AlbumState(album_id=album_id, created_at=now, expire_at=now + policy.retention_seconds)
 
@@ -162,10 +172,12 @@ def _same_album(a: AlbumParsed, b: AlbumParsed) -> bool:
 
 
 def apply_parsed(
-    state: AlbumState | None, album: AlbumParsed, now: float, policy: AssemblyPolicy
+    state: AlbumState | None, album: AlbumParsed, now: float | Times, policy: AssemblyPolicy
 ) -> Outcome:
-    """An `albums.parsed` event: the album and its expected items become known."""
-    st = state or new_state(album.album_id, now, policy)
+    """An `albums.parsed` event: the album and its expected items become known; its deadline
+    runs from the event's time."""
+    t = _times(now)
+    st = state or new_state(album.album_id, t.event, policy)
     if st.album is not None and _same_album(st.album, album):
         return Outcome(st, changed=False, note="duplicate")
     if st.album is not None and st.album.tenant_id != album.tenant_id:
@@ -189,21 +201,22 @@ def apply_parsed(
         st,
         album=album,
         vision=kept,
-        parsed_at=now if first_parse else st.parsed_at,
-        deadline_at=now + policy.deadline_seconds if first_parse else st.deadline_at,
+        parsed_at=t.event if first_parse else st.parsed_at,
+        deadline_at=t.event + policy.deadline_seconds if first_parse else st.deadline_at,
         dirty=st.version > 0 or st.dirty,
     )
-    return _evaluate(st, now, policy, rejected=tuple(rejected), note="applied")
+    return _evaluate(st, t, policy, rejected=tuple(rejected), note="applied")
 
 
 def apply_vision(
-    state: AlbumState | None, event: VisionAnalyzed, now: float, policy: AssemblyPolicy
+    state: AlbumState | None, event: VisionAnalyzed, now: float | Times, policy: AssemblyPolicy
 ) -> Outcome:
     """A `posts.vision.analyzed` event routed to this album."""
+    t = _times(now)
     album_id = state.album_id if state else event.album_id
     if album_id is None:
         raise InvalidEvent("missing_field", "vision event reached the assembler without album_id")
-    st = state or new_state(album_id, now, policy)
+    st = state or new_state(album_id, t.event, policy)
     if st.album is not None:
         if event.post_id not in {i.post_id for i in st.album.items}:
             raise _not_in_album(event.post_id, st.album_id)
@@ -222,14 +235,15 @@ def apply_vision(
             f"album {album_id} is not parsed yet and already buffers "
             f"{policy.max_buffered_vision} vision events",
         )
-    vision = {**st.vision, event.post_id: VisionEntry(event, now)}
+    vision = {**st.vision, event.post_id: VisionEntry(event, t.event)}
     st = replace(st, vision=vision, dirty=True)
-    return _evaluate(st, now, policy, note="applied")
+    return _evaluate(st, t, policy, note="applied")
 
 
-def on_time(state: AlbumState, now: float, policy: AssemblyPolicy) -> Outcome:
-    """Time passed: emit `partial` past the deadline, delete state past retention."""
-    if now >= state.expire_at and (state.album is None or state.version > 0):
+def on_time(state: AlbumState, now: float | Times, policy: AssemblyPolicy) -> Outcome:
+    """Stream time passed: emit `partial` past the deadline, delete state past retention."""
+    t = _times(now)
+    if t.stream >= state.expire_at and (state.album is None or state.version > 0):
         # vision of an album that never arrived must not vanish silently
         orphans = (
             tuple(
@@ -247,12 +261,12 @@ def on_time(state: AlbumState, now: float, policy: AssemblyPolicy) -> Outcome:
             else ()
         )
         return Outcome(None, changed=True, rejected=orphans, note="expired")
-    return _evaluate(state, now, policy, note="tick")
+    return _evaluate(state, t, policy, note="tick")
 
 
 def _evaluate(
     st: AlbumState,
-    now: float,
+    now: Times,
     policy: AssemblyPolicy,
     *,
     rejected: tuple[tuple[VisionAnalyzed, InvalidEvent], ...] = (),
@@ -261,7 +275,7 @@ def _evaluate(
     if st.album is not None:
         if st.complete and (st.status != COMPLETE or st.dirty):
             return _emit(st, now, policy, COMPLETE, rejected)
-        deadline_passed = st.deadline_at is not None and now >= st.deadline_at
+        deadline_passed = st.deadline_at is not None and now.stream >= st.deadline_at
         if not st.complete and deadline_passed and (st.version == 0 or st.dirty):
             return _emit(st, now, policy, PARTIAL, rejected)
     return Outcome(st, changed=note != "tick", rejected=rejected, note=note)
@@ -269,7 +283,7 @@ def _evaluate(
 
 def _emit(
     st: AlbumState,
-    now: float,
+    now: Times,
     policy: AssemblyPolicy,
     status: str,
     rejected: tuple[tuple[VisionAnalyzed, InvalidEvent], ...],
@@ -278,11 +292,11 @@ def _emit(
         st,
         version=st.version + 1,
         status=status,
-        emitted_at=now,
+        emitted_at=now.stream,
         dirty=False,
-        expire_at=now + policy.retention_seconds,
+        expire_at=now.stream + policy.retention_seconds,
     )
-    return Outcome(st, changed=True, emit=assemble(st, now), rejected=rejected, note="emitted")
+    return Outcome(st, changed=True, emit=assemble(st, now.wall), rejected=rejected, note="emitted")
 
 
 def assemble(st: AlbumState, now: float) -> AlbumAssembled:
