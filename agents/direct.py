@@ -17,7 +17,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import (
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 
@@ -38,6 +43,13 @@ MAX_RECORD_BYTES = 1_000_000
 #: (topic, key, value, partition): a message for the direct producer (partition None: by key;
 #: value None: a tombstone)
 Message = tuple[str, bytes | None, bytes | None, int | None]
+
+#: errors after which an idempotent producer's sequence numbers are out of step with the
+#: broker's for good: aiokafka neither bumps the epoch nor gets a new producer id (the Java
+#: client does), so every later send to that partition fails the same way. Seen after a broker
+#: restart with batches in flight (tests/e2e/test_broker_restart.py). A new producer fixes it;
+#: what the old one had in flight is sent again by its caller (send_until_done).
+BROKEN_PRODUCER = (OutOfOrderSequenceNumber, UnknownProducerId, ProducerFenced)
 
 
 class DirectSender(Service):
@@ -74,6 +86,18 @@ class DirectSender(Service):
                 cls.producer = producer
                 health.kafka_acked()
         return cls.producer
+
+    @classmethod
+    async def discard(cls, producer: AIOKafkaProducer) -> None:
+        """Replace `producer` (broken) with a new one at the next send; unless another caller
+        has done so already."""
+        if cls.producer is not producer or producer is None:
+            return
+        cls.producer = None
+        log.warning("direct producer: idempotence state broken, starting a new producer")
+        metrics.producer_resets_total.inc()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), 10)
 
     async def on_stop(self) -> None:
         await close_producer()
@@ -127,7 +151,11 @@ async def send_direct(messages: Sequence[Message]) -> dict[tuple[str, int], int]
             count += 1
         future = await producer.send_batch(batch, topic, partition=partition)
         pending.append(((topic, partition), count, future))
-    results = await asyncio.gather(*(future for _, _, future in pending))
+    try:
+        results = await asyncio.gather(*(future for _, _, future in pending))
+    except BROKEN_PRODUCER:
+        await DirectSender.discard(producer)
+        raise
     health.kafka_acked()
     last: dict[tuple[str, int], int] = {}
     for (tp, count, _), meta in zip(pending, results, strict=True):

@@ -8,6 +8,7 @@ from typing import Any
 import faust
 from faust.app.base import SCAN_IGNORE
 
+from streams import logfilter
 from streams.faust_consumer import SafeConsumer, SafeTransport
 from streams.settings import settings
 from streams.topics import ALBUM_EVENTS, POST_EVENTS
@@ -39,6 +40,9 @@ class App(faust.App):
 
 # Faust creates its datadir but not the parents of it.
 settings.table_dir.parent.mkdir(parents=True, exist_ok=True)
+
+# aiokafka repeats one error thousands of times a second while a broker is away
+logfilter.install()
 
 app = App(
     settings.app_id,

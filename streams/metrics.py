@@ -63,6 +63,10 @@ albums_in_progress = Gauge(
     "albums_in_progress", "albums in the assembler's state not yet assembled complete"
 )
 album_state_size = Gauge("album_state_entries", "entries of album_state on this worker")
+producer_resets_total = Counter(
+    "kafka_producer_resets_total",
+    "direct producers replaced after their idempotence state broke (OutOfOrderSequenceNumber)",
+)
 stream_time_behind_seconds = Gauge(
     "album_stream_time_behind_seconds",
     "wall clock minus the stream time of the assembler's furthest-behind partition "
