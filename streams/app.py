@@ -29,6 +29,12 @@ class App(faust.App):
     def _new_transport(self) -> Any:
         return SafeTransport(self.conf.broker_consumer, self)
 
+    def on_webserver_init(self, web: Any) -> None:
+        # every path but /health and /metrics needs the bearer token (streams/webauth.py)
+        from streams import webauth
+
+        webauth.protect(web.web_app)
+
     def discover(
         self,
         *extra_modules: str,

@@ -25,6 +25,7 @@ from streams.kafka_io import produce, topic_partitions
 from streams.settings import redact_url, settings
 from streams.stages import stages
 from streams.topics import ALBUMS_DLQ
+from streams.webauth import web_token
 
 # Generator, load-test and showcase code is imported inside the commands that use it: the
 # worker imports this module (Faust's autodiscovery) and keeps them out of its process.
@@ -310,8 +311,9 @@ async def await_albums(self: Any, expect: str | None, ingested: bool, wait_secon
         first = rows[0]
         _out(
             f"{len(rows)} albums came from the Telegram recording (tenant {first.tenant_id!r}); "
-            f"one of them in every store:\n    curl 'http://{settings.web_host}:"
-            f"{settings.web_port}/stores/{first.album_id}/?tenant_id={first.tenant_id}'"
+            f"one of them in every store:\n    curl -H 'Authorization: Bearer {web_token()}' "
+            f"'http://{settings.web_host}:{settings.web_port}/stores/{first.album_id}/"
+            f"?tenant_id={first.tenant_id}'"
         )
     if missing:
         _out(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -109,9 +110,12 @@ async def _count_assembled(
         await consumer.stop()
 
 
-def _sinks_handled(port: int, sinks: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+def _sinks_handled(port: int, sinks: tuple[str, ...], token: str) -> dict[str, tuple[int, int]]:
     """(written, parked) of each sink, from the worker's /health/detailed."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/detailed", timeout=5) as r:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/health/detailed", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as r:
         state = orjson.loads(r.read())["sinks"]
     return {s: (state[s]["albums_written"], state[s]["albums_parked"]) for s in sinks}
 
@@ -168,6 +172,8 @@ def _bench_env(
         "PROCESSING_GUARANTEE": guarantee,
         "LOG_LEVEL": "WARNING",
         "SINKS": ",".join(sinks),
+        # the bench reads /health/detailed, which needs the web token (streams/webauth.py)
+        "WEB_AUTH_TOKEN": os.environ.get("WEB_AUTH_TOKEN") or secrets.token_urlsafe(24),
     }
 
 
@@ -209,9 +215,8 @@ def run_assembler_benchmark(
     gen = _generated(albums, seed, unique)
     asyncio.run(produce(servers, gen.records, topic_prefix=prefix))
     with tempfile.TemporaryDirectory() as tmp:
-        procs = _Workers(
-            _bench_env(servers, unique, guarantee, partitions, sinks), Path(tmp), workers
-        )
+        env = _bench_env(servers, unique, guarantee, partitions, sinks)
+        procs = _Workers(env, Path(tmp), workers)
         try:
             procs.wait_healthy()
             t0, wall0 = time.monotonic(), time.time()
@@ -223,7 +228,7 @@ def run_assembler_benchmark(
             if sinks:
                 deadline = time.monotonic() + 1800
                 while time.monotonic() < deadline and len(sink_done) < len(sinks):
-                    handled = _sinks_handled(procs.ports[0], sinks)
+                    handled = _sinks_handled(procs.ports[0], sinks, env["WEB_AUTH_TOKEN"])
                     for name, (written, parked_here) in handled.items():
                         if name not in sink_done and written + parked_here >= total:
                             sink_done[name] = time.monotonic() - t0

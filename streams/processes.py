@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 from mode import Service
 
+from streams import webauth
 from streams.settings import settings
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class Child:
         try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session,
-                session.get(url) as resp,
+                session.get(url, headers=webauth.auth_headers()) as resp,
             ):
                 if resp.content_type == "application/json":
                     return await resp.json()

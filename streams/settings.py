@@ -44,12 +44,43 @@ class Secret:
     __str__ = __repr__
 
 
-_URL_PASSWORD = re.compile(r"(://[^:/@]+:)[^@]*@")
+#: query parameters whose value is a credential (matched as a part of the name)
+_SECRET_PARAMS = re.compile(r"pass|pwd|secret|token|key|auth|sig|credential|session", re.IGNORECASE)
+#: `scheme://userinfo@` up to the *last* @ before the path (a password may hold an @)
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")
 
 
 def redact_url(url: str) -> str:
-    """`scheme://user:password@host` → `scheme://user:***@host`, for logs and health output."""
-    return _URL_PASSWORD.sub(r"\1***@", url)
+    """A URL with its credentials masked, for logs and health output.
+
+    `scheme://user:password@host` → `scheme://user:***@host` (an @ in the password, and an
+    empty user, included); a user name alone (often a token) → `***@host`; a query parameter
+    named like a credential (password, token, api_key, X-Amz-Signature, ...) → `name=***`.
+    """
+    match = _USERINFO.match(url)
+    if match:
+        scheme, userinfo = match.groups()
+        user, sep, _password = userinfo.partition(":")
+        masked = f"{user}:***" if sep else "***"
+        url = f"{scheme}{masked}@{url[match.end() :]}"
+    base, sep, rest = url.partition("?")
+    if not sep:
+        return url
+    query, hash_, fragment = rest.partition("#")
+    parts = []
+    for part in query.split("&"):
+        name, eq, _value = part.partition("=")
+        parts.append(f"{name}=***" if eq and _SECRET_PARAMS.search(name) else part)
+    return f"{base}?{'&'.join(parts)}{hash_}{fragment}"
+
+
+class Url(str):
+    """A URL setting: used as the string it is, shown (repr, health) with credentials masked."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(redact_url(str(self)))
 
 
 def _env(name: str, default: object, *, doc: str) -> Any:
@@ -107,6 +138,12 @@ class Settings:
     )
     web_port: int = _env("WEB_PORT", 6066, doc="Faust web port")
     web_bind: str = _env("WEB_BIND", "127.0.0.1", doc="Faust web bind address")
+    web_auth_token: Secret = _env(
+        "WEB_AUTH_TOKEN",
+        Secret(""),
+        doc="bearer token of every web path but /health and /metrics (unset: made once and "
+        "kept in DATA_DIR/web-token, mode 0600)",
+    )
     web_host: str = _env(
         "WEB_HOST", "127.0.0.1", doc="host name other workers use to reach this one's web server"
     )
@@ -118,14 +155,16 @@ class Settings:
         Secret("postgresql+asyncpg://albums:albums@127.0.0.1:5432/albums"),
         doc="SQLAlchemy async URL of Postgres",
     )
-    s3_endpoint_url: str = _env("S3_ENDPOINT_URL", "http://127.0.0.1:9000", doc="S3 endpoint")
+    s3_endpoint_url: Url = _env("S3_ENDPOINT_URL", Url("http://127.0.0.1:9000"), doc="S3 endpoint")
     s3_bucket: str = _env("S3_BUCKET", "albums", doc="bucket of album summaries and media")
     s3_access_key: str = _env("S3_ACCESS_KEY", "albums", doc="S3 access key id")
     s3_secret_key: Secret = _env("S3_SECRET_KEY", Secret("albums-secret-key"), doc="S3 secret key")
     s3_region: str = _env("S3_REGION", "us-east-1", doc="S3 region name")
-    qdrant_url: str = _env("QDRANT_URL", "", doc="Qdrant server URL; empty = embedded local mode")
+    qdrant_url: Url = _env(
+        "QDRANT_URL", Url(""), doc="Qdrant server URL; empty = embedded local mode"
+    )
     qdrant_api_key: Secret = _env("QDRANT_API_KEY", Secret(""), doc="Qdrant API key (server mode)")
-    neo4j_uri: str = _env("NEO4J_URI", "bolt://127.0.0.1:7687", doc="Neo4j Bolt URI")
+    neo4j_uri: Url = _env("NEO4J_URI", Url("bolt://127.0.0.1:7687"), doc="Neo4j Bolt URI")
     neo4j_user: str = _env("NEO4J_USER", "neo4j", doc="Neo4j user")
     neo4j_password: Secret = _env("NEO4J_PASSWORD", Secret("albums-neo4j"), doc="Neo4j password")
     telegram_api_id: int = _env(
@@ -190,9 +229,9 @@ class Settings:
     sink_backoff_max_seconds: float = _env(
         "SINK_BACKOFF_MAX_SECONDS", 30.0, doc="cap of one retry delay"
     )
-    prometheus_url: str = _env(
+    prometheus_url: Url = _env(
         "PROMETHEUS_URL",
-        "http://127.0.0.1:9090",
+        Url("http://127.0.0.1:9090"),
         doc="Prometheus that scrapes the worker (read by `python -m streams report`)",
     )
     lag_interval_seconds: float = _env(
@@ -263,6 +302,10 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]  # keys are exactly the fields
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # an override given as a plain str is shown masked too
+            value = getattr(self, f.name)
+            if f.type == "Url" and not isinstance(value, Url):
+                object.__setattr__(self, f.name, Url(value))
         if self.processing_guarantee not in get_args(ProcessingGuarantee):
             raise SettingsError(
                 f"PROCESSING_GUARANTEE must be one of {get_args(ProcessingGuarantee)}, "
@@ -407,6 +450,8 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, Secret):
                 value = redact_url(value.get()) if f.name == "database_url" else repr(value)
+            elif isinstance(value, Url):
+                value = redact_url(value)
             out[f.metadata["env"]] = str(value) if isinstance(value, Path) else value
         return out
 
@@ -431,6 +476,8 @@ def _convert(attr: str, env_name: str, raw: str) -> object:
             return Path(raw)
         if kind == "Secret":
             return Secret(raw)
+        if kind == "Url":
+            return Url(raw.strip())
     except ValueError as exc:
         raise SettingsError(f"{env_name}={raw!r} is not a valid {kind}") from exc
     return raw.strip() if kind != "ProcessingGuarantee" else raw.strip().lower()

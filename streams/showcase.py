@@ -25,6 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from tqdm import tqdm
 
+from streams import webauth
 from streams.generator import Record
 from streams.kafka_io import produce, topic_partitions
 
@@ -187,7 +188,11 @@ async def _in_stores(
     http: aiohttp.ClientSession, web_url: str, album_id: int, tenant_id: str
 ) -> bool:
     try:
-        async with http.get(f"{web_url}/stores/{album_id}/", params={"tenant_id": tenant_id}) as r:
+        async with http.get(
+            f"{web_url}/stores/{album_id}/",
+            params={"tenant_id": tenant_id},
+            headers=webauth.auth_headers(),
+        ) as r:
             if r.status != 200:
                 return False
             body = await r.json()

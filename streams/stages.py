@@ -28,6 +28,7 @@ import click
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams import webauth
 from streams.settings import settings
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ class StageGroup:
             return web.json_response(await self.stores(album_id, tenant_id))
 
         app = web.Application()
+        webauth.protect(app)
         app.router.add_get("/health", health)
         app.router.add_get("/health/detailed", detailed)
         app.router.add_get("/metrics", metrics)

@@ -54,11 +54,28 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def get(self, path: str, timeout: float = 5.0) -> tuple[int, Any]:
-        """GET a path of the worker's web server: (status, decoded JSON or text)."""
-        url = f"http://127.0.0.1:{self.web_port}{path}"
+    def token(self) -> str | None:
+        """The bearer token of the worker's web port: WEB_AUTH_TOKEN, or the one the worker
+        made in its DATA_DIR (None before it has)."""
+        if self.env.get("WEB_AUTH_TOKEN"):
+            return self.env["WEB_AUTH_TOKEN"]
+        path = Path(self.env.get("DATA_DIR", ".stack/data"))
+        path = (path if path.is_absolute() else REPO_ROOT / path) / "web-token"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return path.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def get(self, path: str, timeout: float = 5.0, *, auth: bool = True) -> tuple[int, Any]:
+        """GET a path of the worker's web server (with its bearer token unless `auth` is
+        False): (status, decoded JSON or text)."""
+        url = f"http://127.0.0.1:{self.web_port}{path}"
+        request = urllib.request.Request(url)
+        token = self.token() if auth else None
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
                 status, body = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             status, body = exc.code, exc.read()

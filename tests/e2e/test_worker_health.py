@@ -76,6 +76,18 @@ def test_worker_starts_answers_health_and_stops(
             _status, metrics = worker.get("/metrics")
         # RocksDB tables live under DATA_DIR, not in the working directory
         assert (tmp_path / "data" / "faust").is_dir()
+        # the data views want the token the worker made (WEB_AUTH_TOKEN is unset here)
+        token = tmp_path / "data" / "web-token"
+        assert oct(token.stat().st_mode & 0o777) == "0o600"
+        assert worker.token() == token.read_text().strip()
+        for path in ("/health/detailed", "/table/album_state/1/", "/stores/1/?tenant_id=acme"):
+            status, body = worker.get(path, auth=False)
+            assert status == 401, (path, body)
+        for path in ("/health", "/metrics"):
+            assert worker.get(path, auth=False)[0] == 200
+        # the worker reaches its stage processes' ports with the token
+        status, detailed = worker.get("/health/detailed")
+        assert detailed["processes"]["router"]["status"] == "running", detailed["processes"]
     finally:
         code = worker.stop()
     assert code == 0, worker.tail()

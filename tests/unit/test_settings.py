@@ -171,3 +171,38 @@ def test_the_relay_runs_in_a_process_of_its_own_under_exactly_once_only(
 ) -> None:
     s = Settings.from_env({"STAGES": "router,relay", "PROCESSING_GUARANTEE": guarantee})
     assert s.stage_groups == groups
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:pw@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:p@ss@w0rd@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("redis://:only-a-password@h:6379/0", "redis://:***@h:6379/0"),
+        ("https://ghp_tokenAsUser@host/x", "https://***@host/x"),
+        ("http://h:6333/?api_key=abc&timeout=5", "http://h:6333/?api_key=***&timeout=5"),
+        (
+            "https://s3/b/k?X-Amz-Signature=abc&X-Amz-Credential=c&x=1#f",
+            "https://s3/b/k?X-Amz-Signature=***&X-Amz-Credential=***&x=1#f",
+        ),
+        ("postgresql://h/db?user=u&password=pw", "postgresql://h/db?user=u&password=***"),
+        ("bolt://h:7687", "bolt://h:7687"),
+        ("", ""),
+    ],
+)
+def test_redact_url_masks_every_credential(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_url_settings_show_masked_and_work_unmasked() -> None:
+    s = Settings.from_env(
+        {"QDRANT_URL": "https://u:qpw@q:6333", "NEO4J_URI": "neo4j://n:npw@h:7687"},
+        s3_endpoint_url="http://k:s3pw@s3:9000",
+    )
+    shown = repr(s) + str(s.public())
+    for secret in ("qpw", "npw", "s3pw"):
+        assert secret not in shown
+    assert s.public()["QDRANT_URL"] == "https://u:***@q:6333"
+    # the clients get the real value
+    assert str(s.qdrant_url) == "https://u:qpw@q:6333"
+    assert f"{s.s3_endpoint_url}" == "http://k:s3pw@s3:9000"
