@@ -96,7 +96,9 @@ def dead_letter(
     now: datetime | None = None,
 ) -> DlqRecord:
     """A DLQ record for `error` raised while `stage` handled the given message."""
-    error_type = error.error_type if isinstance(error, InvalidEvent) else type(error).__name__
+    # InvalidEvent and errors that name their kind (storage.errors.TenantConflict) give it
+    named = getattr(error, "error_type", None)
+    error_type = named if isinstance(named, str) and named else type(error).__name__
     truncated = (value is not None and len(value) > MAX_VALUE_BYTES) or (
         key is not None and len(key) > MAX_KEY_BYTES
     )

@@ -17,7 +17,7 @@ from neo4j import exceptions as neo4j_exc
 from neo4j.time import DateTime
 
 from schemas.events import supersedes
-from storage.errors import StorageError
+from storage.errors import StorageError, TenantConflict
 
 __all__ = ["Neo4jError", "Neo4jGraph", "album_rows"]
 
@@ -38,7 +38,8 @@ WRITE_ALBUMS: LiteralString = """
 UNWIND $albums AS row
 MERGE (a:Album {album_id: row.album_id})
 WITH a, row
-WHERE a.version IS NULL OR a.version < row.version
+WHERE (a.version IS NULL OR a.version < row.version)
+  AND (a.tenant_id IS NULL OR a.tenant_id = row.tenant_id)
 SET a.grouped_id = row.grouped_id,
     a.album_kind = row.album_kind,
     a.items_count = row.items_count,
@@ -73,11 +74,23 @@ CALL (a, row) {
 CALL (a, row) {
   UNWIND row.items AS item
   MERGE (p:Post {post_id: item.post_id})
-  SET p.media_kind = item.media_kind
+  SET p.media_kind = item.media_kind, p.tenant_id = row.tenant_id
   MERGE (a)-[c:CONTAINS]->(p)
   SET c.position = item.position
 }
 RETURN count(a) AS written
+"""
+
+#: album ids of a batch whose Album, or one of whose posts, another tenant holds: refused as
+#: a whole before anything is written (TenantConflict), in the write's own transaction
+TENANT_CONFLICTS: LiteralString = """
+UNWIND $albums AS row
+OPTIONAL MATCH (a:Album {album_id: row.album_id})
+OPTIONAL MATCH (p:Post) WHERE p.post_id IN [i IN row.items | i.post_id]
+WITH row, a, collect(p) AS posts
+WHERE (a IS NOT NULL AND a.tenant_id <> row.tenant_id)
+   OR any(p IN posts WHERE p.tenant_id IS NOT NULL AND p.tenant_id <> row.tenant_id)
+RETURN row.album_id AS album_id
 """
 
 ALBUM_PROPS = (
@@ -99,7 +112,11 @@ ALBUM_MAP: LiteralString = (
     "tags: [(a)-[:TAGGED]->(t:Tag) | t.name]}"
 )
 
-GET_ALBUM: LiteralString = "MATCH (a:Album {album_id: $album_id}) RETURN " + ALBUM_MAP + " AS album"
+GET_ALBUM: LiteralString = (
+    "MATCH (a:Album {album_id: $album_id}) "
+    "WHERE $tenant_id IS NULL OR a.tenant_id = $tenant_id "
+    "RETURN " + ALBUM_MAP + " AS album"
+)
 
 BY_CHANNEL: LiteralString = (
     "MATCH (:Channel {channel_id: $channel_id})-[:HAS_ALBUM]->(a:Album) "
@@ -119,7 +136,8 @@ BY_TAGS: LiteralString = (
 )
 
 ALBUM_POSTS: LiteralString = (
-    "MATCH (:Album {album_id: $album_id})-[c:CONTAINS]->(p:Post) "
+    "MATCH (a:Album {album_id: $album_id})-[c:CONTAINS]->(p:Post) "
+    "WHERE $tenant_id IS NULL OR a.tenant_id = $tenant_id "
     "RETURN p.post_id AS post_id, c.position AS position, p.media_kind AS media_kind"
 )
 
@@ -326,14 +344,29 @@ class Neo4jGraph:
         rows = album_rows(albums)
         if not rows:
             return 0
-        records = await self._query(
-            "create_album_node_and_relationships", WRITE_ALBUMS, write=True, albums=rows
-        )
+
+        @unit_of_work(timeout=self.timeout)
+        async def work(tx: AsyncManagedTransaction) -> list[dict[str, Any]]:
+            taken = await (await tx.run(TENANT_CONFLICTS, albums=rows)).data()
+            if taken:
+                # nothing of another tenant is overwritten: the batch is refused, and the
+                # sink retries its albums one by one so that only these are parked
+                raise TenantConflict("neo4j", [int(r["album_id"]) for r in taken])
+            return await (await tx.run(WRITE_ALBUMS, albums=rows)).data()
+
+        try:
+            async with self._session() as session:
+                records = await session.execute_write(work)
+        except DRIVER_ERRORS as exc:
+            raise _wrap("create_album_node_and_relationships", exc) from exc
         return int(records[0]["written"]) if records else 0
 
-    async def get_album(self, album_id: int) -> dict[str, Any] | None:
-        """The album's props with its `channel_id` and sorted `tags`, or None."""
-        records = await self._query("get_album", GET_ALBUM, album_id=album_id)
+    async def get_album(
+        self, album_id: int, *, tenant_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """The album's props with its `channel_id` and sorted `tags`, or None (with
+        `tenant_id`: None unless that tenant's)."""
+        records = await self._query("get_album", GET_ALBUM, album_id=album_id, tenant_id=tenant_id)
         return _album(records[0]["album"]) if records else None
 
     async def find_albums_by_channel(
@@ -381,7 +414,10 @@ class Neo4jGraph:
             albums.append(album)
         return albums
 
-    async def get_album_posts(self, album_id: int, ordered: bool = True) -> list[dict[str, Any]]:
-        """The album's posts as {post_id, position, media_kind}, by position when `ordered`."""
+    async def get_album_posts(
+        self, album_id: int, ordered: bool = True, *, tenant_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The album's posts as {post_id, position, media_kind}, by position when `ordered`
+        (with `tenant_id`: none unless the album is that tenant's)."""
         query = ALBUM_POSTS + " ORDER BY c.position" if ordered else ALBUM_POSTS
-        return await self._query("get_album_posts", query, album_id=album_id)
+        return await self._query("get_album_posts", query, album_id=album_id, tenant_id=tenant_id)

@@ -236,7 +236,7 @@ class PostgresSink(_ClientSink):
         return len(latest)
 
     async def lookup(self, album_id: int, tenant_id: str) -> Any:
-        return {"media_groups.meta": await self.client.enrichment(album_id)}
+        return {"media_groups.meta": await self.client.enrichment(album_id, tenant_id=tenant_id)}
 
 
 class QdrantSink(_ClientSink):
@@ -270,6 +270,6 @@ class Neo4jSink(_ClientSink):
 
     async def lookup(self, album_id: int, tenant_id: str) -> Any:
         return {
-            "album": await self.client.get_album(album_id),
-            "posts": await self.client.get_album_posts(album_id, ordered=True),
+            "album": await self.client.get_album(album_id, tenant_id=tenant_id),
+            "posts": await self.client.get_album_posts(album_id, ordered=True, tenant_id=tenant_id),
         }

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from storage.errors import StorageError
+from storage.errors import StorageError, TenantConflict
 
 # One statement per batch: the rows travel as one JSON array, unnested by jsonb_to_recordset.
 # Creates the media_groups row from the event when ingestion has not written it (yet), and
@@ -30,6 +30,20 @@ UPSERT_ENRICHMENTS = text(
                             EXCLUDED.meta->'enrichment')
      WHERE coalesce((media_groups.meta->'enrichment'->>'version')::bigint, 0)
            < (EXCLUDED.meta->'enrichment'->>'version')::bigint
+       AND media_groups.tenant_id = EXCLUDED.tenant_id
+    """
+)
+
+#: ids of the batch that another tenant's row holds (checked first, under a row lock, in the
+#: transaction of the upsert; the upsert's own tenant condition is the last guard)
+TENANT_CONFLICTS = text(
+    """
+    SELECT m.id
+      FROM media_groups m
+      JOIN jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, tenant_id text)
+        ON m.id = r.id
+     WHERE m.tenant_id <> r.tenant_id
+       FOR UPDATE OF m
     """
 )
 
@@ -143,18 +157,29 @@ class PostgresStore:
             for e in events
         ]
         try:
+            params = {"rows": orjson.dumps(rows).decode()}
             async with self._engine.begin() as conn:
-                await conn.execute(UPSERT_ENRICHMENTS, {"rows": orjson.dumps(rows).decode()})
+                taken = [r[0] for r in (await conn.execute(TENANT_CONFLICTS, params)).all()]
+                if taken:
+                    raise TenantConflict("postgres media_groups", taken)
+                await conn.execute(UPSERT_ENRICHMENTS, params)
         except (OSError, DBAPIError) as exc:
             raise self._wrap("upsert_enrichments", exc) from exc
 
-    async def enrichment(self, album_id: int) -> dict[str, Any] | None:
+    async def enrichment(
+        self, album_id: int, *, tenant_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """The album's `meta` (enrichment included); with `tenant_id`, only that tenant's."""
         if self._engine is None:
             raise PostgresError("PostgresStore used before start()")
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
-                    text("SELECT meta FROM media_groups WHERE id = :id"), {"id": album_id}
+                    text(
+                        "SELECT meta FROM media_groups WHERE id = :id "
+                        "AND (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant)"
+                    ),
+                    {"id": album_id, "tenant": tenant_id},
                 )
             ).first()
         return None if row is None else row[0]

@@ -10,6 +10,7 @@ import pytest
 from neo4j import AsyncDriver, AsyncGraphDatabase
 from neo4j.exceptions import AuthError, ServiceUnavailable
 
+from storage.errors import TenantConflict
 from storage.neo4j import Neo4jError, Neo4jGraph
 from streams.settings import Settings
 from tests.conftest import free_port
@@ -348,3 +349,29 @@ async def test_an_unreachable_server_is_retriable() -> None:
 async def test_use_before_start_is_an_error() -> None:
     with pytest.raises(Neo4jError, match="before start"):
         await Neo4jGraph("bolt://127.0.0.1:1", "neo4j", "x").get_album(1)
+
+
+async def test_another_tenants_album_or_post_is_refused_never_overwritten(
+    graph: Neo4jGraph, ids: Ids, driver: AsyncDriver
+) -> None:
+    ours = assembled(ids, 1)
+    await graph.create_album_node_and_relationships([ours])
+    before = await snapshot(driver, ids)
+    # the same album id for another tenant, at a higher version
+    theirs = {**assembled(ids, 1, version=7), "tenant_id": "beta", "caption_text": "beta's"}
+    with pytest.raises(TenantConflict) as refused:
+        await graph.create_album_node_and_relationships([theirs])
+    assert refused.value.ids == [ids.album(1)]
+    assert not refused.value.retriable
+    assert "beta's" not in str(refused.value)
+    # another album id of beta's that claims acme's posts
+    claims = {**assembled(ids, 2, posts=[(10, 0), (11, 1)]), "tenant_id": "beta"}
+    with pytest.raises(TenantConflict):
+        await graph.create_album_node_and_relationships([claims])
+    assert await snapshot(driver, ids) == before
+    # each tenant sees its own only
+    assert await graph.get_album(ids.album(1), tenant_id="beta") is None
+    assert await graph.get_album_posts(ids.album(1), tenant_id="beta") == []
+    album = await graph.get_album(ids.album(1), tenant_id="acme")
+    assert album is not None
+    assert album["caption_text"] == "Новости дня"

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from storage.errors import TenantConflict
 from storage.postgres import PostgresStore, upgrade_async
 
 
@@ -140,3 +141,26 @@ async def test_constraints_make_ingestion_idempotent(migrated: str) -> None:
         async with engine.begin() as conn:
             await conn.execute(text("DELETE FROM media_groups WHERE id = :i"), {"i": album_id})
         await engine.dispose()
+
+
+async def test_another_tenants_album_id_is_refused_never_overwritten(migrated: str) -> None:
+    album_id = random.randrange(5 * 10**9, 6 * 10**9)
+    theirs = {**assembled(album_id, 1), "tenant_id": "beta", "vision_summary": "beta's"}
+    async with PostgresStore(migrated) as store:
+        await store.upsert_enrichments([assembled(album_id, 1)])
+        with pytest.raises(TenantConflict) as refused:
+            await store.upsert_enrichments([{**theirs, "version": 5, "event_id": f"{album_id}:5"}])
+        assert refused.value.ids == [album_id]
+        assert not refused.value.retriable
+        assert "beta's" not in str(refused.value)  # the refusal carries no album data
+        # acme's row is as it was; beta sees nothing under that id
+        meta = await store.enrichment(album_id, tenant_id="acme")
+        assert meta is not None
+        assert meta["enrichment"]["version"] == 1
+        assert meta["enrichment"]["vision_summary"] == "summary v1"
+        assert await store.enrichment(album_id, tenant_id="beta") is None
+        # a batch with one such album is refused whole: the sink retries its albums alone
+        other = album_id + 1
+        with pytest.raises(TenantConflict):
+            await store.upsert_enrichments([assembled(other, 1), theirs])
+        assert await store.enrichment(other) is None

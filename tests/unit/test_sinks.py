@@ -331,3 +331,29 @@ async def test_a_store_that_never_answers_is_a_retriable_timeout() -> None:
     first = await write_attempt(Hung(), [album(3)], policy)
     assert first.retry is not None
     assert "did not answer" in str(first.retry)
+
+
+async def test_a_tenant_conflict_parks_that_album_alone_as_tenant_conflict() -> None:
+    import orjson
+
+    from agents.sinks import SinkStages
+    from storage.errors import TenantConflict
+
+    class Guarded(FakeSink):
+        """A store where album 2 is held by another tenant."""
+
+        async def write_batch(self, albums: Sequence[Mapping[str, Any]]) -> int:
+            taken = [int(a["album_id"]) for a in albums if int(a["album_id"]) == 2]
+            if taken:
+                self.calls.append(taken)
+                raise TenantConflict("fake", taken)
+            return await super().write_batch(albums)
+
+    settings = Settings.from_env({"SINK_BACKOFF_SECONDS": "1", "SINK_RETRIES": "3"})
+    sink = Guarded()
+    stages = SinkStages(Resources(settings, sinks={"fake": sink}))
+    dead = await stages.handle("fake", _batch(_assembled(1), _assembled(2), _assembled(3)))
+    assert sink.stored == {1: 1, 3: 1}  # the others are written, no retry of the store
+    records = [orjson.loads(v) for _, _, v, _ in dead if v is not None]
+    assert [(r["error_type"], r["attempts"]) for r in records] == [("tenant_conflict", 1)]
+    assert "another tenant" in records[0]["error_message"]
