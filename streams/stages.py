@@ -28,6 +28,7 @@ import click
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from schemas.events import TENANT_PATTERN, TENANT_RE
 from streams import webauth
 from streams.settings import settings
 
@@ -157,7 +158,12 @@ class StageGroup:
                 album_id = int(request.match_info["album_id"])
             except ValueError:
                 return web.json_response({"error": "album_id must be an integer"}, status=400)
-            tenant_id = request.query.get("tenant_id", "acme")
+            tenant_id = request.query.get("tenant_id", "")
+            if not TENANT_RE.fullmatch(tenant_id):
+                return web.json_response(
+                    {"error": f"tenant_id is required and must match {TENANT_PATTERN}"},
+                    status=400,
+                )
             return web.json_response(await self.stores(album_id, tenant_id))
 
         app = web.Application()

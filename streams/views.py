@@ -16,6 +16,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from agents import assembler
+from schemas.events import TENANT_PATTERN, TENANT_RE
 from streams.app import app
 from streams.health import health
 from streams.lag import LagMonitor
@@ -273,10 +274,15 @@ class Metrics(View):
 
 @app.page("/stores/{album_id}/")
 class AlbumInStores(View):
-    """An album as every enabled sink's store holds it: `?tenant_id=` (default acme)."""
+    """An album as every enabled sink's store holds it for one tenant: `?tenant_id=` is
+    required, and every store's lookup is scoped to it."""
 
     async def get(self, request: Request, album_id: str) -> Response:
-        tenant_id = request.query.get("tenant_id", "acme")
+        tenant_id = request.query.get("tenant_id", "")
+        if not TENANT_RE.fullmatch(tenant_id):
+            return self.json(
+                {"error": f"tenant_id is required and must match {TENANT_PATTERN}"}, status=400
+            )
         try:
             key = int(album_id)
         except ValueError:

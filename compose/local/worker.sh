@@ -30,16 +30,22 @@ worker_info() {
   echo
   echo "  album.assembled: $("$py" -m streams describe --topic album.assembled 2>/dev/null | tail -n 1)"
   echo "  albums.dlq:      $("$py" -m streams describe --topic albums.dlq 2>/dev/null | tail -n 1)"
+  # every path but /health and /metrics needs the bearer token (WEB_AUTH_TOKEN, or the one
+  # the worker keeps in DATA_DIR/web-token)
+  local token auth
+  token="$(cd "$REPO_ROOT" && "$py" -c 'from streams.webauth import web_token; print(web_token())')"
+  auth="-H 'Authorization: Bearer ${token}'"
   cat <<INFO
 
   The album pipeline is running.
     health           curl http://127.0.0.1:${WEB_PORT}/health
-    detailed health  curl http://127.0.0.1:${WEB_PORT}/health/detailed
+    detailed health  curl ${auth} http://127.0.0.1:${WEB_PORT}/health/detailed
     metrics          curl http://127.0.0.1:${WEB_PORT}/metrics
-    table views      curl http://127.0.0.1:${WEB_PORT}/table/   (e.g. /table/album_state/1/)
+    table views      curl ${auth} http://127.0.0.1:${WEB_PORT}/table/album_state/1/
     album 1 in S3, Postgres, Qdrant and Neo4j
-                     curl http://127.0.0.1:${WEB_PORT}/stores/1/?tenant_id=acme
-    sink status      curl -s http://127.0.0.1:${WEB_PORT}/health/detailed | python3 -m json.tool
+                     curl ${auth} 'http://127.0.0.1:${WEB_PORT}/stores/1/?tenant_id=acme'
+    sink status      curl -s ${auth} http://127.0.0.1:${WEB_PORT}/health/detailed | python3 -m json.tool
+    (the web token:  ${token}; WEB_AUTH_TOKEN sets your own)
     assembled albums .venv/bin/python -m streams tail --topic album.assembled --n 3
     dead letters     .venv/bin/python -m streams tail --topic albums.dlq --n 3
     replay the DLQ   .venv/bin/python -m streams dlq-replay --dry-run

@@ -142,6 +142,23 @@ async def test_albums_reach_every_store_and_replays_change_nothing(
     counts = await wait_sinks_handled(worker, len(records), within=240)
     assert {s: counts[s]["albums_parked"] for s in SINKS} == dict.fromkeys(SINKS, 0)
     assert {s: counts[s]["status"] for s in SINKS} == dict.fromkeys(SINKS, "ok")
+    # the /stores view: the album's tenant sees it in all four stores, the other none of it
+    album_a = next(i for i, e in events.items() if e["tenant_id"] == ta)
+    status, body = worker.get(f"/stores/{album_a}/?tenant_id={ta}", timeout=30)
+    assert status == 200, body
+    found = body["stores"]
+    assert found["s3"]["document"]["album_id"] == album_a
+    assert found["postgres"]["media_groups.meta"]["enrichment"] == enrichment_of(events[album_a])
+    assert found["neo4j"]["album"]["album_id"] == album_a
+    assert {p["payload"]["album_id"] for p in found["qdrant"]["points"]} == {album_a}
+    status, body = worker.get(f"/stores/{album_a}/?tenant_id={tb}", timeout=30)
+    assert status == 200, body
+    hidden = body["stores"]
+    assert hidden["s3"]["document"] is None
+    assert hidden["postgres"]["media_groups.meta"] is None
+    assert hidden["neo4j"] == {"album": None, "posts": []}
+    assert hidden["qdrant"]["points"] == []
+    assert worker.get(f"/stores/{album_a}/", timeout=30)[0] == 400  # tenant_id is required
     assert worker.stop() == 0  # releases the embedded Qdrant store
 
     snap = await snapshot(base_settings, events, qdrant_path(pipeline))
