@@ -3,6 +3,11 @@
 `albums.parsed` fans out one index entry per item; a vision event without album_id looks its
 post up here (a foreign-key join). A vision event whose entry has not arrived yet is buffered in
 the entry until it does, or until it expires (then it goes to the DLQ, never silently away).
+
+Tenants are kept apart: an entry holds one claim per tenant (`claims`: tenant → album_id), a
+vision event only ever joins its own tenant's claim, and what one tenant buffers never counts
+against another. Two tenants whose post ids collide (ingestions with id spaces of their own, or
+bad data) therefore never take each other's posts nor block each other's albums.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 from schemas.events import VisionAnalyzed
 from schemas.validation import InvalidEvent
 
+#: vision events one tenant may buffer for one post before its index entry arrives
 MAX_PENDING = 16
 
 
@@ -24,29 +30,38 @@ class PendingVision:
 
 @dataclass(frozen=True, slots=True)
 class PostEntry:
-    """What is known of one post: its album (once indexed) and vision waiting for it."""
+    """What is known of one post: each tenant's album of it, and vision waiting for one."""
 
     post_id: int
     expire_at: float
-    album_id: int | None = None
-    tenant_id: str | None = None
+    claims: tuple[tuple[str, int], ...] = ()
     pending: tuple[PendingVision, ...] = ()
 
-    def next_due(self) -> float:
-        if self.pending:
-            return min(self.expire_at, min(p.received_at for p in self.pending) + self._ttl())
-        return self.expire_at
+    def album_of(self, tenant_id: str) -> int | None:
+        """The album `tenant_id` has this post in (None: not indexed for that tenant)."""
+        for tenant, album_id in self.claims:
+            if tenant == tenant_id:
+                return album_id
+        return None
 
-    def _ttl(self) -> float:
+    @property
+    def album_id(self) -> int | None:
+        """The album of the first claim (one tenant is the common case)."""
+        return self.claims[0][1] if self.claims else None
+
+    @property
+    def tenant_id(self) -> str | None:
+        return self.claims[0][0] if self.claims else None
+
+    def next_due(self) -> float:
         # pending vision lives as long as the entry's retention window (stored in expire_at)
-        return max(0.0, self.expire_at - min(p.received_at for p in self.pending))
+        return self.expire_at
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "post_id": self.post_id,
             "expire_at": self.expire_at,
-            "album_id": self.album_id,
-            "tenant_id": self.tenant_id,
+            "claims": {tenant: album_id for tenant, album_id in self.claims},
             "pending": [
                 {"event": p.event.to_dict(), "received_at": p.received_at} for p in self.pending
             ],
@@ -56,12 +71,15 @@ class PostEntry:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PostEntry:
-        """From `to_dict()` output; its events were validated before they were stored."""
+        """From `to_dict()` output (or the single-tenant form of earlier versions: album_id and
+        tenant_id at the top); its events were validated before they were stored."""
+        claims = d.get("claims")
+        if claims is None and d.get("album_id") is not None and d.get("tenant_id") is not None:
+            claims = {d["tenant_id"]: d["album_id"]}
         return cls(
             post_id=int(d["post_id"]),
             expire_at=float(d["expire_at"]),
-            album_id=d.get("album_id"),
-            tenant_id=d.get("tenant_id"),
+            claims=tuple((str(t), int(a)) for t, a in (claims or {}).items()),
             pending=tuple(
                 PendingVision(VisionAnalyzed.from_dict(p["event"]), float(p["received_at"]))
                 for p in d.get("pending") or ()
@@ -92,39 +110,21 @@ def apply_index(
     now: float,
     retention_seconds: float,
 ) -> IndexOutcome:
-    """post_id belongs to album_id: remember it, release the vision waiting for it."""
+    """post_id belongs to album_id for tenant_id: remember it, release that tenant's vision
+    waiting for it (other tenants' claims and vision are left as they are)."""
     expire_at = now + retention_seconds
-    if (
-        entry is not None
-        and entry.album_id == album_id
-        and entry.tenant_id == tenant_id
-        and not entry.pending
-    ):
+    mine = [p for p in entry.pending if p.event.tenant_id == tenant_id] if entry else []
+    if entry is not None and entry.album_of(tenant_id) == album_id and not mine:
         return IndexOutcome(entry, changed=False, note="duplicate")
-    forward: list[VisionAnalyzed] = []
-    rejected: list[tuple[VisionAnalyzed, InvalidEvent]] = []
-    for p in entry.pending if entry else ():
-        if p.event.tenant_id != tenant_id:
-            rejected.append(
-                (
-                    p.event,
-                    InvalidEvent(
-                        "tenant_mismatch",
-                        f"vision of post {post_id} is for tenant {p.event.tenant_id!r}, "
-                        f"its album {album_id} belongs to {tenant_id!r}",
-                    ),
-                )
-            )
-        else:
-            forward.append(_with_album(p.event, album_id))
+    claims = tuple((t, a) for t, a in (entry.claims if entry else ()) if t != tenant_id)
     new = PostEntry(
         post_id=post_id,
         expire_at=max(expire_at, entry.expire_at if entry else expire_at),
-        album_id=album_id,
-        tenant_id=tenant_id,
-        pending=(),
+        claims=(*claims, (tenant_id, album_id)),
+        pending=tuple(p for p in entry.pending if p.event.tenant_id != tenant_id) if entry else (),
     )
-    return IndexOutcome(new, changed=True, forward=tuple(forward), rejected=tuple(rejected))
+    forward = tuple(_with_album(p.event, album_id) for p in mine)
+    return IndexOutcome(new, changed=True, forward=forward)
 
 
 def apply_vision(
@@ -133,25 +133,23 @@ def apply_vision(
     now: float,
     retention_seconds: float,
 ) -> IndexOutcome:
-    """A vision event without album_id: route it if the post is indexed, else buffer it."""
-    if entry is not None and entry.album_id is not None:
-        if entry.tenant_id is not None and entry.tenant_id != event.tenant_id:
-            raise InvalidEvent(
-                "tenant_mismatch",
-                f"vision of post {event.post_id} is for tenant {event.tenant_id!r}, "
-                f"the post belongs to {entry.tenant_id!r}",
-            )
+    """A vision event without album_id: route it if its tenant has indexed the post, else
+    buffer it."""
+    album_id = None if entry is None else entry.album_of(event.tenant_id)
+    if entry is not None and album_id is not None:
         return IndexOutcome(
-            entry, changed=False, forward=(_with_album(event, entry.album_id),), note="routed"
+            entry, changed=False, forward=(_with_album(event, album_id),), note="routed"
         )
     entry = entry or PostEntry(post_id=event.post_id, expire_at=now + retention_seconds)
-    for p in entry.pending:
+    mine = [p for p in entry.pending if p.event.tenant_id == event.tenant_id]
+    for p in mine:
         if (event.event_id and p.event.event_id == event.event_id) or p.event == event:
             return IndexOutcome(entry, changed=False, note="duplicate")
-    if len(entry.pending) >= MAX_PENDING:
+    if len(mine) >= MAX_PENDING:
         raise InvalidEvent(
             "too_many_buffered",
-            f"post {event.post_id} is not indexed yet and already buffers {MAX_PENDING} events",
+            f"post {event.post_id} is not indexed yet for its tenant and already buffers "
+            f"{MAX_PENDING} of its events",
         )
     entry = replace(entry, pending=(*entry.pending, PendingVision(event, now)))
     return IndexOutcome(entry, changed=True, note="buffered")
@@ -166,7 +164,7 @@ def on_time(entry: PostEntry, now: float) -> IndexOutcome:
             p.event,
             InvalidEvent(
                 "orphan_vision_expired",
-                f"post {entry.post_id} was never indexed in an album "
+                f"post {entry.post_id} was never indexed in an album of its tenant "
                 f"(buffered since {p.received_at:.0f})",
             ),
         )

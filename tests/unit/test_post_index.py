@@ -98,16 +98,32 @@ def test_index_releases_every_buffered_vision_in_arrival_order() -> None:
     assert {e.album_id for e in out.forward} == {ALBUM}
 
 
-def test_index_rejects_buffered_vision_of_another_tenant() -> None:
+def test_index_releases_only_its_tenants_vision_and_keeps_the_others_waiting() -> None:
     entry = apply_vision(None, vision(event_id="mine"), T0, RETENTION).entry
     entry = apply_vision(entry, vision(event_id="theirs", tenant="other"), T0, RETENTION).entry
     out = index(entry, T0 + 1)
     assert [e.event_id for e in out.forward] == ["mine"]
-    assert [(e.event_id, err.error_type) for e, err in out.rejected] == [
-        ("theirs", "tenant_mismatch")
-    ]
+    assert out.rejected == ()
     assert out.entry is not None
-    assert out.entry.pending == ()
+    assert [p.event.event_id for p in out.entry.pending] == ["theirs"]
+    # the other tenant's own index entry for the same post id releases its vision
+    theirs = index(out.entry, T0 + 2, tenant="other", album=ALBUM + 7)
+    assert [(e.event_id, e.album_id) for e in theirs.forward] == [("theirs", ALBUM + 7)]
+    assert theirs.entry is not None
+    assert theirs.entry.album_of("acme") == ALBUM
+    assert theirs.entry.album_of("other") == ALBUM + 7
+    assert theirs.entry.pending == ()
+
+
+def test_a_colliding_tenant_never_takes_the_post_whichever_comes_first() -> None:
+    for first, second in (("acme", "other"), ("other", "acme")):
+        entry = index(None, T0, tenant=first, album=ALBUM if first == "acme" else ALBUM + 7).entry
+        entry = index(entry, T0 + 1, tenant=second, album=ALBUM if second == "acme" else ALBUM + 7)
+        entry = entry.entry
+        assert entry is not None
+        for tenant, album in (("acme", ALBUM), ("other", ALBUM + 7)):
+            out = apply_vision(entry, vision(tenant=tenant), T0 + 2, RETENTION)
+            assert [e.album_id for e in out.forward] == [album]
 
 
 # -- vision after the index entry --------------------------------------------------------------
@@ -124,11 +140,13 @@ def test_vision_after_index_is_forwarded_without_state_change() -> None:
     assert out.note == "routed"
 
 
-def test_vision_of_another_tenant_after_index_raises() -> None:
+def test_vision_of_another_tenant_after_index_waits_for_its_own_index() -> None:
     entry = index(None).entry
-    with pytest.raises(InvalidEvent) as info:
-        apply_vision(entry, vision(tenant="other"), T0 + 1, RETENTION)
-    assert info.value.error_type == "tenant_mismatch"
+    out = apply_vision(entry, vision(tenant="other"), T0 + 1, RETENTION)
+    assert out.forward == ()
+    assert out.note == "buffered"
+    assert out.entry is not None
+    assert out.entry.album_of("acme") == ALBUM  # acme's claim is untouched
 
 
 def test_index_entry_twice_is_a_no_op() -> None:
@@ -200,6 +218,9 @@ def test_too_many_buffered() -> None:
     with pytest.raises(InvalidEvent) as info:
         apply_vision(entry, vision(event_id="one-too-many"), T0, RETENTION)
     assert info.value.error_type == "too_many_buffered"
+    # another tenant's buffer for the same post id is its own
+    other = apply_vision(entry, vision(event_id="x", tenant="other"), T0, RETENTION)
+    assert other.note == "buffered"
 
 
 # -- expiry ------------------------------------------------------------------------------------
@@ -275,3 +296,10 @@ def test_round_trip_keeps_vision_without_grouped_id_in_an_album() -> None:
     assert back == entry
     released = index(back, T0 + 1).forward
     assert released[0].in_album is True
+
+
+def test_an_entry_stored_by_the_single_tenant_version_reads_as_one_claim() -> None:
+    old = {"post_id": POST, "expire_at": T0, "album_id": ALBUM, "tenant_id": "acme", "pending": []}
+    entry = PostEntry.from_dict(old)
+    assert entry.claims == (("acme", ALBUM),)
+    assert PostEntry.from_dict(entry.to_dict()) == entry
