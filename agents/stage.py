@@ -28,6 +28,7 @@ from agents.direct import (
     stop_loop,
     wait_for_partitions,
 )
+from schemas.dlq import safe_error_text
 from streams import metrics
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class StageLoop(Service):
                 self.failures += 1
                 metrics.stage_batch_failures_total.labels(self.name).inc()
                 metrics.stage_failures_in_a_row.labels(self.name).set(self.failures)
-                self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                self.last_error = f"{type(exc).__name__}: {safe_error_text(exc)}"[:500]
                 log.exception("%s: batch not committed; it will be handled again", self.name)
                 await asyncio.sleep(min(30.0, 0.5 * 2 ** min(self.failures, 6)))
 

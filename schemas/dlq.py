@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -83,6 +84,25 @@ class DlqRecord:
             raise InvalidEvent("invalid_dlq_record", f"not a DLQ record: {exc!r}") from exc
 
 
+#: where a driver's error text starts to quote the statement's data (SQLAlchemy appends the
+#: statement and its parameters; the parameters of a batch are other albums' data)
+_DATA_MARKERS = ("[SQL:", "[parameters:", "\n[SQL", "Parameters:")
+#: credentials in URLs of error texts (a connect error names its DSN)
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]*@")
+
+
+def safe_error_text(error: BaseException, limit: int = 500) -> str:
+    """An error's text for health output and DLQ records: without the statement and bound
+    parameters a driver appends, without URL credentials, bounded."""
+    text = str(error) or repr(error)
+    for marker in _DATA_MARKERS:
+        cut = text.find(marker)
+        if cut >= 0:
+            text = text[:cut].rstrip() + " [statement and parameters left out]"
+    text = _URL_CREDENTIALS.sub(r"\1***@", text)
+    return text[:limit]
+
+
 def dead_letter(
     *,
     key: bytes | None,
@@ -112,7 +132,7 @@ def dead_letter(
         source_offset=source_offset,
         stage=stage,
         error_type=error_type,
-        error_message=str(error)[:4000] or repr(error),
+        error_message=safe_error_text(error, 4000),
         failed_at=(now or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
         attempts=attempts,
     )

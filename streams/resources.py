@@ -16,6 +16,7 @@ from typing import Any
 
 from mode import Service
 
+from schemas.dlq import safe_error_text
 from storage.errors import StorageError
 from storage.sinks import BatchOutcome, RetryPolicy, Sink, write_attempt
 from streams.metrics import sink_retries_total
@@ -198,7 +199,7 @@ class _Connected:
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:500]
+    return f"{type(exc).__name__}: {safe_error_text(exc)}"[:500]
 
 
 class Resources(Service):

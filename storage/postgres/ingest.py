@@ -150,7 +150,9 @@ class IngestStore:
 
     async def start(self) -> None:
         """Connect and check with `SELECT 1`."""
-        self._engine = create_async_engine(self.database_url, pool_pre_ping=True, pool_size=5)
+        self._engine = create_async_engine(
+            self.database_url, hide_parameters=True, pool_pre_ping=True, pool_size=5
+        )
         try:
             async with self._engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))

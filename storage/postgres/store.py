@@ -109,6 +109,8 @@ class PostgresStore:
         # a timeout, which the sinks retry, not a sink that waits forever
         self._engine = create_async_engine(
             self.database_url,
+            # an error's text (health, DLQ records) must not carry a batch's rows: other albums
+            hide_parameters=True,
             pool_pre_ping=True,
             pool_timeout=self.timeout,
             connect_args={

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from schemas.dlq import DlqRecord
+from schemas.dlq import DlqRecord, safe_error_text
 from storage.postgres.ingest import IngestStore
 from storage.telegram.metrics import IngestMetrics
 
@@ -93,7 +93,7 @@ class OutboxPublisher:
                 self.last_error = None
                 pause = self.poll_seconds
             except Exception as exc:  # a down broker or database: keep the rows, try again
-                self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                self.last_error = f"{type(exc).__name__}: {safe_error_text(exc)}"[:500]
                 log.warning("outbox publish failed (retrying in %.0fs): %s", pause, exc)
                 pause = min(pause * 2, 30.0)
             self._wake.clear()

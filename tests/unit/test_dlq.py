@@ -258,3 +258,24 @@ def test_dead_letter_timestamp_keeps_the_given_instant() -> None:
         now=datetime(2025, 1, 30, 13, 0, tzinfo=moscow),
     )
     assert datetime.fromisoformat(r.failed_at.replace("Z", "+00:00")) == NOW
+
+
+def test_error_texts_leave_out_statements_parameters_and_credentials() -> None:
+    from schemas.dlq import safe_error_text
+
+    class Driver(Exception):
+        pass
+
+    err = Driver(
+        'duplicate key value violates unique constraint "x"\n'
+        "[SQL: INSERT INTO media_groups ...]\n"
+        '[parameters: (\'[{"id": 7, "caption_text": "another album\\u0027s caption"}]\',)]'
+    )
+    shown = safe_error_text(err)
+    assert "another album" not in shown
+    assert "INSERT" not in shown
+    assert shown.startswith('duplicate key value violates unique constraint "x"')
+    assert "left out" in shown
+    dsn = Driver("cannot connect to postgresql://albums:hunter2@db:5432/albums")
+    assert "hunter2" not in safe_error_text(dsn)
+    assert len(safe_error_text(Driver("x" * 10_000), 500)) == 500
