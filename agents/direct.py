@@ -28,6 +28,7 @@ from mode import Service
 
 from streams import metrics
 from streams.health import health
+from streams.kafka_security import kafka_options
 from streams.settings import settings
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class DirectSender(Service):
         async with cls._lock:
             if cls.producer is None:
                 producer = AIOKafkaProducer(
+                    **kafka_options(),
                     bootstrap_servers=settings.bootstrap_servers,
                     enable_idempotence=True,
                     linger_ms=5,
@@ -224,6 +226,7 @@ def group_consumer(group_id: str, **extra: Any) -> AIOKafkaConsumer:
     """A consumer in `group_id` that commits by hand, from the earliest offset when new, and
     leaves the group as quickly as Faust's consumer (the router and the relay use it)."""
     return AIOKafkaConsumer(
+        **kafka_options(),
         bootstrap_servers=settings.bootstrap_servers,
         group_id=group_id,
         enable_auto_commit=False,

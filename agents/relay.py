@@ -35,6 +35,7 @@ from agents.direct import Message
 from agents.stage import Batch, StageLoop
 from schemas.events import supersedes
 from streams.kafka_io import ensure_topics
+from streams.kafka_security import kafka_options
 from streams.metrics import relay_published_total, relay_skipped_total
 from streams.settings import settings
 from streams.topics import ALBUM_ASSEMBLED, OUTBOX, RELAY_GROUP, RELAY_STATE
@@ -103,6 +104,7 @@ class AssembledRelay(Service):
         if p in self.producers:
             return
         producer = AIOKafkaProducer(
+            **kafka_options(),
             bootstrap_servers=settings.bootstrap_servers,
             transactional_id=f"{settings.app_id}-relay-{p}",
             enable_idempotence=True,
@@ -127,6 +129,7 @@ class AssembledRelay(Service):
 
     async def _restore(self, partition: int) -> dict[int, int]:
         consumer = AIOKafkaConsumer(
+            **kafka_options(),
             bootstrap_servers=settings.bootstrap_servers,
             isolation_level="read_committed",
             enable_auto_commit=False,

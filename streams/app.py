@@ -10,6 +10,7 @@ from faust.app.base import SCAN_IGNORE
 
 from streams import logfilter
 from streams.faust_consumer import SafeConsumer, SafeTransport
+from streams.kafka_security import faust_credentials
 from streams.settings import settings
 from streams.topics import ALBUM_EVENTS, POST_EVENTS
 
@@ -58,6 +59,7 @@ app = App(
     # stay reachable as FAUST_<NAME>; everything of ours comes from streams.settings.
     env_prefix="FAUST_",
     broker=settings.broker_urls,
+    broker_credentials=faust_credentials(),
     # The store must be set on the app: a per-table `store=` is silently ignored by Faust.
     store="rocksdb://",
     datadir=str(settings.table_dir),

@@ -22,6 +22,7 @@ from streams.app import app
 from streams.dlq_replay import replay_dlq
 from streams.ingest import ingest
 from streams.kafka_io import produce, topic_partitions
+from streams.kafka_security import kafka_options
 from streams.settings import redact_url, settings
 from streams.stages import stages
 from streams.topics import ALBUMS_DLQ
@@ -180,7 +181,7 @@ async def migrate(self: Any) -> None:
 @app.command()
 async def topics(self: Any) -> None:
     """List topics with their partition counts."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_options(), bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
         for t in sorted(await admin.list_topics()):
@@ -193,7 +194,7 @@ async def topics(self: Any) -> None:
 @app.command(option("--topic", required=True))
 async def describe(self: Any, topic: str) -> None:
     """Partitions, leaders and offsets of one topic."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    consumer = AIOKafkaConsumer(**kafka_options(), bootstrap_servers=settings.bootstrap_servers)
     await consumer.start()
     try:
         tps = await topic_partitions(consumer, topic)
@@ -217,7 +218,9 @@ async def describe(self: Any, topic: str) -> None:
 async def tail(self: Any, topic: str, n: int, follow: bool) -> None:
     """Print the last records of a topic, JSON values decoded (DLQ bytes un-base64'd)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, isolation_level="read_committed"
+        **kafka_options(),
+        bootstrap_servers=settings.bootstrap_servers,
+        isolation_level="read_committed",
     )
     await consumer.start()
     try:

@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from schemas.dlq import DlqRecord
 from schemas.validation import InvalidEvent
 from streams.kafka_io import topic_partitions
+from streams.kafka_security import kafka_options
 from streams.settings import SINK_NAMES
 
 
@@ -40,13 +41,16 @@ async def replay_dlq(
     if app_id:
         replayable |= {f"{app_id}-sink-{name}-retry" for name in SINK_NAMES}
     consumer = AIOKafkaConsumer(
+        **kafka_options(),
         bootstrap_servers=bootstrap_servers,
         group_id=None if dry_run else group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        **kafka_options(), bootstrap_servers=bootstrap_servers, enable_idempotence=True
+    )
     await consumer.start()
     await producer.start()
     counts = {"replayed": 0, "skipped": 0, "bad": 0}

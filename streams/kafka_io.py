@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streams.kafka_security import kafka_options
 from streams.settings import settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,9 @@ async def ensure_topics(
     Every process creates what it reads or writes before it starts, so nothing depends on the
     broker's auto-creation (one partition by default) or on which process started first.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers or settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(
+        **kafka_options(), bootstrap_servers=bootstrap_servers or settings.bootstrap_servers
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -69,7 +72,7 @@ async def wait_for_topics(names: Sequence[str], partitions: int, within: float =
     Raises at once when one has another count, and after `within` seconds when one is missing
     (the Faust worker creates the internal topics; a stage started before it waits for them).
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    consumer = AIOKafkaConsumer(**kafka_options(), bootstrap_servers=settings.bootstrap_servers)
     await consumer.start()
     deadline = time.monotonic() + within
     try:
@@ -109,7 +112,7 @@ async def produce(
     `on_sent(n)` is told of every `n` records the broker acknowledged (a progress bar).
     """
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers, linger_ms=5, enable_idempotence=True
+        **kafka_options(), bootstrap_servers=bootstrap_servers, linger_ms=5, enable_idempotence=True
     )
     await producer.start()
     sent = 0
@@ -155,6 +158,7 @@ async def read_topic(
 ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
     """Every record of `topic` from the beginning to its current end, partition by partition."""
     consumer = AIOKafkaConsumer(
+        **kafka_options(),
         bootstrap_servers=bootstrap_servers,
         isolation_level=isolation_level,
         enable_auto_commit=False,

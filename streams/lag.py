@@ -24,6 +24,7 @@ from mode import Service
 
 from streams import metrics
 from streams.kafka_io import topic_partitions
+from streams.kafka_security import kafka_options
 from streams.settings import Settings, settings
 from streams.topics import (
     ALBUM_ASSEMBLED,
@@ -139,9 +140,13 @@ class LagMonitor(Service):
     async def on_start(self) -> None:
         if settings.lag_interval_seconds <= 0:
             return
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+        self.admin = AIOKafkaAdminClient(
+            **kafka_options(), bootstrap_servers=settings.bootstrap_servers
+        )
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers, isolation_level="read_committed"
+            **kafka_options(),
+            bootstrap_servers=settings.bootstrap_servers,
+            isolation_level="read_committed",
         )
         await self.admin.start()
         await self.consumer.start()

@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer
 
 from streams.generator import GeneratorConfig, Record, generate
 from streams.kafka_io import produce
+from streams.kafka_security import kafka_options
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ async def _count_assembled(
     servers: list[str], topic: str, albums: int, within: float
 ) -> tuple[float, int, int, list[float]]:
     consumer = AIOKafkaConsumer(
+        **kafka_options(),
         bootstrap_servers=servers,
         isolation_level="read_committed",
         auto_offset_reset="earliest",
@@ -282,6 +284,7 @@ async def _paced_run(
     last_sent: dict[int, float] = {}
     assembled: dict[int, float] = {}
     consumer = AIOKafkaConsumer(
+        **kafka_options(),
         bootstrap_servers=servers,
         isolation_level="read_committed",
         auto_offset_reset="earliest",
@@ -303,7 +306,9 @@ async def _paced_run(
 
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=servers, linger_ms=1, enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        **kafka_options(), bootstrap_servers=servers, linger_ms=1, enable_idempotence=True
+    )
     await producer.start()
 
     async def write() -> None:
@@ -338,7 +343,7 @@ def run_latency_benchmark(
     async def declare() -> None:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+        admin = AIOKafkaAdminClient(**kafka_options(), bootstrap_servers=servers)
         await admin.start()
         try:
             await admin.create_topics(
@@ -394,7 +399,7 @@ async def _passthrough(
 
     unique = uuid.uuid4().hex[:8]
     source, sink = f"bench-{unique}.pass-in", f"bench-{unique}.pass-out"
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    admin = AIOKafkaAdminClient(**kafka_options(), bootstrap_servers=servers)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(t, partitions, 1) for t in (source, sink)])
@@ -406,6 +411,7 @@ async def _passthrough(
         (Record(source, str(i).encode(), value, kind="raw") for i in range(messages)),
     )
     consumer = AIOKafkaConsumer(
+        **kafka_options(),
         bootstrap_servers=servers,
         group_id=f"bench-{unique}-pass",
         enable_auto_commit=False,
@@ -413,7 +419,11 @@ async def _passthrough(
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=servers, enable_idempotence=True, linger_ms=5, max_batch_size=262144
+        **kafka_options(),
+        bootstrap_servers=servers,
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=262144,
     )
     await consumer.start()
     await producer.start()
@@ -509,7 +519,11 @@ async def _produce_albums(servers: list[str], prefix: str, albums: int, unique: 
     now = datetime.now(UTC)
     first = 6 * 10**9 + int(unique[:6], 16) * 10_000_000
     producer = AIOKafkaProducer(
-        bootstrap_servers=servers, linger_ms=20, max_batch_size=512 * 1024, enable_idempotence=True
+        **kafka_options(),
+        bootstrap_servers=servers,
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+        enable_idempotence=True,
     )
     await producer.start()
     posts = 0

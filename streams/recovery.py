@@ -26,6 +26,7 @@ from faust.tables.manager import TableManager as FaustTableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP
 
+from streams.kafka_security import kafka_options
 from streams.settings import settings
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ async def restore(
     inclusive offsets, Faust's convention); returns the last offset applied per partition."""
     t0 = time.monotonic()
     consumer = AIOKafkaConsumer(
+        **kafka_options(),
         bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,
         fetch_max_bytes=64 * 1024 * 1024,

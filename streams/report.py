@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer
 from tqdm import tqdm
 
 from streams.kafka_io import produce, topic_partitions
+from streams.kafka_security import kafka_options
 from streams.panels import KEY_PANELS, Panel, legend, substitute
 from streams.settings import Settings
 
@@ -107,6 +108,7 @@ async def run_load(
     ids = set(batch.albums)
     load = Load(albums=albums, records=len(batch.records), rate=rate, started=time.time())
     consumer = AIOKafkaConsumer(
+        **kafka_options(),
         bootstrap_servers=cfg.bootstrap_servers,
         isolation_level="read_committed",
         enable_auto_commit=False,

@@ -103,6 +103,25 @@ class Settings:
     kafka_bootstrap_servers: str = _env(
         "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", doc="comma-separated host:port of brokers"
     )
+    kafka_security_protocol: str = _env(
+        "KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        doc="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL: how every Kafka client connects",
+    )
+    kafka_sasl_mechanism: str = _env(
+        "KAFKA_SASL_MECHANISM", "PLAIN", doc="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_*)"
+    )
+    kafka_sasl_username: str = _env("KAFKA_SASL_USERNAME", "", doc="SASL user (SASL_*)")
+    kafka_sasl_password: Secret = _env(
+        "KAFKA_SASL_PASSWORD", Secret(""), doc="SASL password (SASL_*)"
+    )
+    kafka_ssl_cafile: str = _env(
+        "KAFKA_SSL_CAFILE", "", doc="CA of the brokers' certificates (SSL, SASL_SSL; empty: system)"
+    )
+    kafka_ssl_certfile: str = _env(
+        "KAFKA_SSL_CERTFILE", "", doc="client certificate for mutual TLS (optional)"
+    )
+    kafka_ssl_keyfile: str = _env("KAFKA_SSL_KEYFILE", "", doc="its private key (optional)")
     app_id: str = _env("APP_ID", "album-pipeline", doc="Faust app id: consumer group, topic prefix")
     topic_prefix: str = _env(
         "TOPIC_PREFIX",
@@ -325,6 +344,22 @@ class Settings:
             raise SettingsError(f"WEB_PORT must be 1..65535, got {self.web_port}")
         if not self.broker_urls:
             raise SettingsError("KAFKA_BOOTSTRAP_SERVERS is empty")
+        for name in ("kafka_security_protocol", "kafka_sasl_mechanism"):
+            object.__setattr__(self, name, getattr(self, name).strip().upper())
+        protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+        if self.kafka_security_protocol not in protocols:
+            raise SettingsError(
+                f"KAFKA_SECURITY_PROTOCOL must be one of {protocols}, "
+                f"got {self.kafka_security_protocol!r}"
+            )
+        mechanisms = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+        if self.kafka_sasl_mechanism not in mechanisms:
+            raise SettingsError(
+                f"KAFKA_SASL_MECHANISM must be one of {mechanisms}, "
+                f"got {self.kafka_sasl_mechanism!r}"
+            )
+        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_username:
+            raise SettingsError(f"{self.kafka_security_protocol} needs KAFKA_SASL_USERNAME")
         unknown = set(self.sink_names) - set(SINK_NAMES)
         if unknown:
             raise SettingsError(f"SINKS: unknown {sorted(unknown)}; known: {list(SINK_NAMES)}")

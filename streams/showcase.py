@@ -28,6 +28,7 @@ from tqdm import tqdm
 from streams import webauth
 from streams.generator import Record
 from streams.kafka_io import produce, topic_partitions
+from streams.kafka_security import kafka_options
 
 _WORD = re.compile(r"\w{4,}", re.UNICODE)
 
@@ -128,6 +129,7 @@ async def await_albums(
     every enabled store; returns what was seen (also when the timeout ends the wait)."""
     seen = Waited()
     consumer = AIOKafkaConsumer(
+        **kafka_options(),
         bootstrap_servers=bootstrap_servers,
         isolation_level="read_committed",
         enable_auto_commit=False,

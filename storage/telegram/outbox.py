@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from schemas.dlq import DlqRecord, safe_error_text
 from storage.postgres.ingest import IngestStore
 from storage.telegram.metrics import IngestMetrics
+from streams.kafka_security import kafka_options
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ BATCH = 500
 def ingest_producer(bootstrap_servers: list[str]) -> AIOKafkaProducer:
     """An idempotent producer: a retried send never writes an event twice."""
     return AIOKafkaProducer(
+        **kafka_options(),
         bootstrap_servers=bootstrap_servers,
         enable_idempotence=True,
         acks="all",

@@ -206,3 +206,28 @@ def test_url_settings_show_masked_and_work_unmasked() -> None:
     # the clients get the real value
     assert str(s.qdrant_url) == "https://u:qpw@q:6333"
     assert f"{s.s3_endpoint_url}" == "http://k:s3pw@s3:9000"
+
+
+def test_kafka_security_settings_are_checked_and_reach_the_clients() -> None:
+    from streams.kafka_security import kafka_options
+
+    with pytest.raises(SettingsError, match="KAFKA_SECURITY_PROTOCOL"):
+        Settings.from_env({"KAFKA_SECURITY_PROTOCOL": "TLS"})
+    with pytest.raises(SettingsError, match="KAFKA_SASL_USERNAME"):
+        Settings.from_env({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"})
+    with pytest.raises(SettingsError, match="KAFKA_SASL_MECHANISM"):
+        Settings.from_env({"KAFKA_SASL_MECHANISM": "GSSAPI"})
+    cfg = Settings.from_env(
+        {
+            "KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+            "KAFKA_SASL_MECHANISM": "scram-sha-512",
+            "KAFKA_SASL_USERNAME": "svc",
+            "KAFKA_SASL_PASSWORD": "pw-123",
+        }
+    )
+    options = kafka_options(cfg)
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == ("svc", "pw-123")
+    assert options["ssl_context"] is not None  # the system's CAs when no KAFKA_SSL_CAFILE
+    assert "pw-123" not in repr(cfg) + str(cfg.public())
