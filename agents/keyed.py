@@ -314,12 +314,17 @@ class KeyedDriver(Generic[S]):
     def _apply(self, batch: KeyedBatch[S], event: EventT[Any], wall: float) -> None:
         value = event.value
         partition = batch.partition
-        written = getattr(event.message, "timestamp", None)
+        stamp = getattr(event.message, "timestamp", None)
+        written = float(stamp) if isinstance(stamp, int | float) and stamp > 0 else None
+        tick = isinstance(value, dict) and value.get("type") == "tick"
+        if written is not None and tick:
+            # a tick carries nothing: everything before it in the partition has been read
+            self.clock.read(partition, written)
         try:
             self._apply_event(batch, event, value, partition, wall)
         finally:
-            if isinstance(written, int | float) and written > 0:
-                self.clock.read(partition, float(written))
+            if written is not None and not tick:
+                self.clock.read(partition, written)
 
     def _apply_event(
         self, batch: KeyedBatch[S], event: EventT[Any], value: Any, partition: int, wall: float

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -124,6 +125,8 @@ class LagMonitor(Service):
     last: LagReport | None = None
     #: monotonic time of `last`
     last_at: float = 0.0
+    #: the last few reports with their monotonic times, newest last (upstream_drained)
+    recent: ClassVar[deque[tuple[LagReport, float]]] = deque(maxlen=4)
     #: stage → (partitions with lag whose position has not moved for STAGE_STUCK_SECONDS,
     #: the longest such time)
     stuck: ClassVar[dict[str, tuple[int, float]]] = {}
@@ -188,6 +191,7 @@ class LagMonitor(Service):
         metrics.consumergroup_lag_updated.set(report.at)
         LagMonitor.last = report
         LagMonitor.last_at = time.monotonic()
+        LagMonitor.recent.append((report, LagMonitor.last_at))
         LagMonitor.stuck = self.track_progress(report, time.monotonic())
         for group in self.groups:
             count = LagMonitor.stuck.get(group.stage, (0, 0.0))[0]
@@ -235,13 +239,22 @@ def upstream_drained(source: Hashable, read_until: float | None) -> bool:
     """
     if settings.lag_interval_seconds <= 0:
         return True
-    report = LagMonitor.last
-    if report is None or read_until is None:
+    if read_until is None:
+        return False
+    # the newest measurement this partition has read past (a newer one may not be behind it
+    # yet: judging by that one would make every other tick look undrained)
+    report = next(
+        (
+            r
+            for r, _ in reversed(LagMonitor.recent)
+            if read_until >= r.at + MEASUREMENT_MARGIN_SECONDS
+        ),
+        None,
+    )
+    if report is None:
         return False
     if time.monotonic() - LagMonitor.last_at > 3 * settings.lag_interval_seconds + 5:
-        return False
-    if read_until < report.at + MEASUREMENT_MARGIN_SECONDS:
-        return False
+        return False  # no fresh measurement at all: the broker or the monitor is away
     if isinstance(source, tuple) and len(source) == 2 and source[0] in ROUTER_INPUT:
         measured = report.partitions.get(("router", source[0], source[1]))
         return measured is None or measured[1] == 0

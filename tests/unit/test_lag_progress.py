@@ -49,3 +49,34 @@ def test_problems_name_the_stage_and_the_reason() -> None:
         "stage assembler: 2 partition(s) with lag made no progress for 400s",
     ]
     assert progress_problems({"router": {"stages": {"router": {"failures_in_a_row": 2}}}}) == []
+
+
+def test_upstream_drained_judges_by_the_newest_measurement_the_partition_read_past() -> None:
+    import time
+
+    from streams import lag
+    from streams.topics import ALBUMS_PARSED, VISION_ANALYZED
+
+    def measured(at: float, behind: int) -> LagReport:
+        parts = {("router", ALBUMS_PARSED, 0): (5, behind), ("router", VISION_ANALYZED, 0): (5, 0)}
+        totals = {("router", ALBUMS_PARSED): behind, ("router", VISION_ANALYZED): 0}
+        return LagReport(at, totals, parts)
+
+    source = (ALBUMS_PARSED, 0)
+    LagMonitor.recent.clear()
+    assert not lag.upstream_drained(source, 2000.0)  # nothing measured yet
+    now = time.monotonic()
+    LagMonitor.recent.extend([(measured(1000.0, 0), now), (measured(1010.0, 3), now)])
+    LagMonitor.last_at = now
+    # read past the first measurement only: it says drained
+    assert lag.upstream_drained(source, 1005.0)
+    assert lag.upstream_drained(None, 1005.0)
+    # read past the newer one, which has lag there
+    assert not lag.upstream_drained(source, 1011.5)
+    assert lag.upstream_drained((VISION_ANALYZED, 0), 1011.5)
+    # read past no measurement: the router's sends may still be ahead of this partition
+    assert not lag.upstream_drained(source, 1000.5)
+    # every measurement stale (the broker is away): not drained
+    LagMonitor.last_at = now - 3 * settings.lag_interval_seconds - 10
+    assert not lag.upstream_drained(source, 1005.0)
+    LagMonitor.recent.clear()
