@@ -8,6 +8,7 @@ import os
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 
 from streams.kafka_security import faust_credentials, kafka_options
 from streams.settings import Settings
@@ -62,10 +63,11 @@ async def test_the_sasl_listener_keeps_out_a_client_without_the_credentials(how:
     producer = AIOKafkaProducer(
         **options, bootstrap_servers=cfg.bootstrap_servers, request_timeout_ms=5000
     )
-    with pytest.raises(Exception) as refused:  # noqa: PT011  aiokafka's error differs per case
+    # the broker refuses the login (SaslAuthenticationFailed, logged) or closes a connection that
+    # does not speak SASL; either way the client cannot bootstrap
+    with pytest.raises(KafkaConnectionError, match="Unable to bootstrap"):
         await asyncio.wait_for(producer.start(), 30)
     await producer.stop()
-    assert "Authentication" in type(refused.value).__name__ or "bootstrap" in str(refused.value)
 
 
 def test_plaintext_is_the_default_and_needs_no_options() -> None:
