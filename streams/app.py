@@ -68,6 +68,9 @@ app = App(
     processing_guarantee="at_least_once",
     topic_partitions=settings.topic_partitions,
     topic_replication_factor=settings.topic_replication_factor,
+    # a standby of each table partition on another worker (when there is one): a failed
+    # worker's partitions resume from a warm copy
+    table_standby_replicas=settings.table_standby_replicas,
     web_port=settings.web_port,
     web_bind=settings.web_bind,
     # canonical URL other workers of the group forward table-view requests to

@@ -57,7 +57,7 @@ async def ensure_topics(
                 name,
                 partitions,
                 settings.topic_replication_factor,
-                topic_configs=dict(config or {}),
+                topic_configs={**settings.topic_configs, **(config or {})},
             )
             with contextlib.suppress(TopicAlreadyExistsError):  # another process was first
                 await admin.create_topics([topic])

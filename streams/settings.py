@@ -137,7 +137,16 @@ class Settings:
         doc="how long a silent worker keeps its partitions before the group moves them",
     )
     topic_replication_factor: int = _env(
-        "TOPIC_REPLICATION_FACTOR", 1, doc="replication of internal topics (3 in production)"
+        "TOPIC_REPLICATION_FACTOR",
+        1,
+        doc="replicas of every topic the pipeline creates (3 in production: then also "
+        "min.insync.replicas 2)",
+    )
+    table_standby_replicas: int = _env(
+        "TABLE_STANDBY_REPLICAS",
+        1,
+        doc="Faust standby replicas of each table partition on other workers (a failed "
+        "worker's partitions resume without replaying their changelogs from the start)",
     )
     processing_guarantee: ProcessingGuarantee = _env(
         "PROCESSING_GUARANTEE", "at_least_once", doc="at_least_once or exactly_once"
@@ -445,6 +454,15 @@ class Settings:
     def channel_names(self) -> tuple[str, ...]:
         """TELEGRAM_CHANNELS as a tuple (usernames or ids, as given)."""
         return tuple(c.strip() for c in self.telegram_channels.split(",") if c.strip())
+
+    @property
+    def topic_configs(self) -> dict[str, str]:
+        """Configs of every topic the pipeline creates: with three replicas or more, a write
+        is acknowledged once two hold it (min.insync.replicas 2), so one broker may go while
+        nothing acknowledged is lost; fewer replicas keep the broker's default."""
+        if self.topic_replication_factor >= 3:
+            return {"min.insync.replicas": "2"}
+        return {}
 
     @property
     def broker_urls(self) -> list[str]:

@@ -30,6 +30,7 @@ album_state = app.Table(
     "album_state",
     partitions=settings.topic_partitions,
     options=dict(ROCKSDB_OPTIONS),
+    extra_topic_configs=settings.topic_configs,
     help="Albums in flight: items, vision received, version and deadline, by album_id.",
 )
 
@@ -38,6 +39,7 @@ post_index = app.Table(
     "post_index",
     partitions=settings.topic_partitions,
     options=dict(ROCKSDB_OPTIONS),
+    extra_topic_configs=settings.topic_configs,
     help="Post → album index with vision events waiting for their album, by post_id.",
 )
 
@@ -51,6 +53,7 @@ def _internal(name: str) -> TopicT:
         value_serializer="json",
         partitions=settings.topic_partitions,
         internal=True,
+        config=settings.topic_configs,
     )
 
 
