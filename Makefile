@@ -9,7 +9,7 @@ STACK := bash compose/local/stack.sh
 WORKER := bash compose/local/worker.sh
 PYTEST_ARGS ?=
 
-.PHONY: help run stop test test-rules test-unit test-integration lint format typecheck bench-sinks stack-up stack-down \
+.PHONY: help run stop test test-cluster test-rules test-unit test-integration lint format typecheck bench-sinks stack-up stack-down \
         stack-status worker-up worker-down worker-logs venv clean bench bench-ingest bench-state migrate
 
 help: ## List the targets
@@ -43,7 +43,10 @@ run: venv stack-up migrate worker-up ## Start the stack and the worker, ingest t
 stop: worker-down stack-down ## Stop the worker and the local stack
 
 test: venv stack-up migrate test-rules ## Run the whole test suite (starts the servers it needs)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
+
+test-cluster: venv stack-up migrate ## Fault tests on a 3-broker KRaft cluster it starts beside the stack (~20 min)
+	$(PY) -m pytest -m cluster -s $(PYTEST_ARGS)
 
 test-rules: ## promtool check and unit tests of compose/prometheus/alerts.yml (promtool comes with stack-up)
 	@command -v promtool >/dev/null || $(STACK) install prometheus

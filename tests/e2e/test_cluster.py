@@ -30,7 +30,7 @@ from streams.generator import GeneratorConfig, generate
 from tests.e2e.pipeline import Pipeline, consume_until, decoded
 from tests.workers import REPO_ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
 NAME = "kafka3"
 BASE = int(os.environ.get("KAFKA_CLUSTER_PORT", "19092"))
