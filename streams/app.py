@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,6 +36,8 @@ class App(faust.App):
         from streams import webauth
 
         webauth.protect(web.web_app)
+        where = "WEB_AUTH_TOKEN" if settings.web_auth_token else str(webauth.token_path())
+        log.info("web: every path but /health and /metrics needs the bearer token (%s)", where)
 
     def discover(
         self,
@@ -44,6 +47,8 @@ class App(faust.App):
     ) -> None:
         super().discover(*extra_modules, categories=categories, ignore=[*ignore, *TOOLS])
 
+
+log = logging.getLogger(__name__)
 
 # Faust creates its datadir but not the parents of it.
 settings.table_dir.parent.mkdir(parents=True, exist_ok=True)

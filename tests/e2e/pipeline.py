@@ -43,6 +43,10 @@ class Pipeline:
             "TOPIC_PARTITIONS": "4",
             # the assembler's tests run without sinks; tests of the sinks name the ones they want
             "SINKS": "",
+            # one token for every worker of the pipeline: Faust forwards a table view for a key
+            # another worker owns with the caller's header (a token made per DATA_DIR would
+            # differ between workers; tests/e2e/test_worker_health.py covers that one)
+            "WEB_AUTH_TOKEN": f"e2e-token-{self.unique}",
             **self.extra_env,
             **overrides,
         }
