@@ -176,7 +176,11 @@ kafka_down() {
 
 kafka_status() {
   if all_up; then
-    echo "kafka: up ($BROKERS node(s): $(bootstrap), pid $(cat "$(pidfile "$NAME")"))"
+    if [ "$BROKERS" -eq 1 ]; then
+      echo "kafka: up (pid $(cat "$(pidfile "$NAME")"), 127.0.0.1:$KAFKA_PORT)"
+    else
+      echo "kafka: up (pid $(cat "$(pidfile "$NAME")"), $BROKERS nodes: $(bootstrap))"
+    fi
   else
     echo "kafka: down"; return 3
   fi
