@@ -316,46 +316,57 @@ class KeyedDriver(Generic[S]):
         partition = batch.partition
         stamp = getattr(event.message, "timestamp", None)
         written = float(stamp) if isinstance(stamp, int | float) and stamp > 0 else None
-        tick = isinstance(value, dict) and value.get("type") == "tick"
-        if written is not None and tick:
-            # a tick carries nothing: everything before it in the partition has been read
-            self.clock.read(partition, written)
+        if isinstance(value, dict) and value.get("type") == "tick":
+            if written is not None:
+                # a tick carries nothing: everything before it in the partition has been read
+                self.clock.read(partition, written)
+            self._tick(batch, event, value, wall)
+            return
         try:
-            self._apply_event(batch, event, value, partition, wall)
+            self._commands(batch, event, value, written, wall)
         finally:
-            if written is not None and not tick:
+            if written is not None:
                 self.clock.read(partition, written)
 
-    def _apply_event(
-        self, batch: KeyedBatch[S], event: EventT[Any], value: Any, partition: int, wall: float
+    def _tick(self, batch: KeyedBatch[S], event: EventT[Any], value: Any, wall: float) -> None:
+        """Time passed: the keys whose due time the partition's stream time has reached."""
+        partition = batch.partition
+        stream = self.clock.now(partition)
+        if stream is None:
+            return  # stream time unknown yet: nothing can be due
+        now = Times(stream, stream, wall)
+        for key in batch.pop_due(stream):
+            try:
+                state = batch.get(key)
+                due = None if state is None else self.logic.due(state)
+                if due is None or due > stream:
+                    continue  # deleted, or scheduled again since (DueIndex keeps both)
+                self.logic.on_due(batch, key, now)
+            except Exception as exc:
+                # one album that fails never holds back the others due with it
+                self._refuse(batch, event, key, value, exc)
+
+    def _commands(
+        self,
+        batch: KeyedBatch[S],
+        event: EventT[Any],
+        value: Any,
+        written: float | None,
+        wall: float,
     ) -> None:
-        if isinstance(value, dict) and value.get("type") == "tick":
-            stream = self.clock.now(partition)
-            if stream is None:
-                return  # stream time unknown yet: nothing can be due
-            now = Times(stream, stream, wall)
-            for key in batch.pop_due(stream):
-                try:
-                    state = batch.get(key)
-                    due = None if state is None else self.logic.due(state)
-                    if due is None or due > stream:
-                        continue  # deleted, or scheduled again since (DueIndex keeps both)
-                    self.logic.on_due(batch, key, now)
-                except Exception as exc:
-                    # one album that fails never holds back the others due with it
-                    self._refuse(batch, event, key, value, exc)
-            return
+        """The commands of one message, at their event times (`written`, the message's own
+        Kafka timestamp, for a command that carries none)."""
+        partition = batch.partition
         # stream time as it was before this message: a command is never judged against the
         # records that come after it in the same envelope
         stream = self.clock.now(partition)
         commands = list(commands_of(event.key, value))
-        fallback = getattr(event.message, "timestamp", None)
         low: float | None = None
         stamps: list[float | None] = []
         for _, command in commands:
             ts, source = _event_time(command)
-            if ts is None and isinstance(fallback, int | float) and fallback > 0:
-                ts, source = float(fallback), ("envelope",)
+            if ts is None and written is not None:
+                ts, source = written, ("envelope",)
             stamps.append(ts)
             if ts is None:
                 continue
