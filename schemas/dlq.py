@@ -87,8 +87,10 @@ class DlqRecord:
 #: where a driver's error text starts to quote the statement's data (SQLAlchemy appends the
 #: statement and its parameters; the parameters of a batch are other albums' data)
 _DATA_MARKERS = ("[SQL:", "[parameters:", "\n[SQL", "Parameters:")
-#: credentials in URLs of error texts (a connect error names its DSN)
-_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]*@")
+#: credentials in URLs of error texts (a connect error names its DSN): everything up to the
+#: last @ before the path, as streams.settings.redact_url does (a password may hold an @);
+#: a copy of its rule because schemas/ imports nothing of streams/
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
 
 
 def safe_error_text(error: BaseException, limit: int = 500) -> str:

@@ -49,6 +49,8 @@ class Child:
         self.started_at: float | None = None
         self.last_exit: int | None = None
         self.backoff = 1.0
+        # the web token, read (or made) once, before the child that checks it starts
+        self.headers = webauth.auth_headers()
 
     @property
     def running(self) -> bool:
@@ -94,7 +96,7 @@ class Child:
         try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session,
-                session.get(url, headers=webauth.auth_headers()) as resp,
+                session.get(url, headers=self.headers) as resp,
             ):
                 if resp.content_type == "application/json":
                     return await resp.json()

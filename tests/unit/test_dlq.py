@@ -278,4 +278,5 @@ def test_error_texts_leave_out_statements_parameters_and_credentials() -> None:
     assert "left out" in shown
     dsn = Driver("cannot connect to postgresql://albums:hunter2@db:5432/albums")
     assert "hunter2" not in safe_error_text(dsn)
+    assert "ss@" not in safe_error_text(Driver("no route to postgresql://u:p@ss@db:5432/x"))
     assert len(safe_error_text(Driver("x" * 10_000), 500)) == 500
