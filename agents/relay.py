@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.producer.transaction_manager import TransactionState
 from mode import Service
 
 from agents.direct import Message
@@ -118,6 +119,18 @@ class AssembledRelay(Service):
             raise
         self.producers[p] = producer
 
+    async def _discard_if_broken(self, partition: int, producer: AIOKafkaProducer) -> None:
+        """A producer whose failed transaction did not end in an abort is replaced by the next
+        batch: a new one with the same transactional id fences it and aborts what it left."""
+        if producer._txn_manager.state is TransactionState.READY:
+            return
+        log.warning("relay: partition %d: producer broken, a new one takes over", partition)
+        if self.producers.get(partition) is producer:
+            del self.producers[partition]
+            self.published_versions.pop(partition, None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), 10)
+
     async def release(self, revoked: list[TopicPartition]) -> None:
         async with self._lock:
             for tp in revoked:
@@ -164,7 +177,15 @@ class AssembledRelay(Service):
             for tp in batch:
                 if tp.partition not in self.producers:
                     await self._acquire(tp.partition)
-            await asyncio.gather(*(self._relay(tp, records) for tp, records in batch.items()))
+            # every partition's transaction ends (committed or aborted) before the lock is let
+            # go: a sibling still in its transaction would meet the next batch's on its producer
+            results = await asyncio.gather(
+                *(self._relay(tp, records) for tp, records in batch.items()),
+                return_exceptions=True,
+            )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         return []
 
     async def _relay(self, tp: TopicPartition, records: list[Any]) -> None:
@@ -172,27 +193,44 @@ class AssembledRelay(Service):
         state = self.published_versions[tp.partition]
         pending: dict[int, int] = {}
         published = skipped = 0
-        async with producer.transaction():
-            for m in records:
-                try:
-                    event = orjson.loads(m.value)
-                    album_id, version = int(event["album_id"]), int(event["version"])
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                    log.error("relay: unreadable outbox record at %s@%d", tp, m.offset)
-                    continue
-                if not supersedes(version, pending.get(album_id, state.get(album_id))):
-                    skipped += 1
-                    continue
-                await producer.send(ALBUM_ASSEMBLED, key=str(album_id).encode(), value=m.value)
-                await producer.send(
-                    RELAY_STATE,
-                    key=str(album_id).encode(),
-                    value=str(version).encode(),
-                    partition=tp.partition,
-                )
-                pending[album_id] = version
-                published += 1
-            await producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, GROUP)
+        # aiokafka commits a transaction whose batches it gave up on (a batch that found no
+        # leader within request_timeout_ms fails with LeaderNotAvailableError, and the commit
+        # goes on without it): every delivery is awaited inside the transaction, so a failed
+        # one aborts it and the batch is read again. Without this, a broker restart lost the
+        # events of a whole partition while their outbox offsets were committed.
+        deliveries: list[asyncio.Future[Any]] = []
+        try:
+            async with producer.transaction():
+                for m in records:
+                    try:
+                        event = orjson.loads(m.value)
+                        album_id, version = int(event["album_id"]), int(event["version"])
+                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                        log.error("relay: unreadable outbox record at %s@%d", tp, m.offset)
+                        continue
+                    if not supersedes(version, pending.get(album_id, state.get(album_id))):
+                        skipped += 1
+                        continue
+                    key = str(album_id).encode()
+                    deliveries.append(await producer.send(ALBUM_ASSEMBLED, key=key, value=m.value))
+                    deliveries.append(
+                        await producer.send(
+                            RELAY_STATE,
+                            key=key,
+                            value=str(version).encode(),
+                            partition=tp.partition,
+                        )
+                    )
+                    pending[album_id] = version
+                    published += 1
+                await asyncio.gather(*deliveries)
+                await producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, GROUP)
+        except BaseException:
+            for delivery in deliveries:  # the first failure is raised; the rest are read here
+                if delivery.done() and not delivery.cancelled():
+                    delivery.exception()
+            await self._discard_if_broken(tp.partition, producer)
+            raise
         state.update(pending)
         self.published += published
         self.skipped += skipped

@@ -18,7 +18,7 @@ import pytest
 
 from streams.generator import GeneratorConfig, generate
 from tests.e2e.pipeline import Pipeline, consume_until, decoded, wait_for
-from tests.workers import REPO_ROOT
+from tests.workers import REPO_ROOT, WorkerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -33,6 +33,24 @@ def stack(command: str, service: str) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         timeout=240,
+    )
+
+
+def diagnose(worker: WorkerProcess) -> str:
+    """What a failed run needs to be understood: the worker's view of its stages and its log."""
+    try:
+        status, detailed = worker.get("/health/detailed")
+        health = json.dumps(detailed, default=str)[:6000]
+    except Exception as exc:  # the worker may be gone: the log is what is left
+        status, health = 0, repr(exc)
+    lines = worker.log_path.read_text(errors="replace").splitlines()
+    notable = [line for line in lines if "ERROR" in line or "WARNING" in line]
+    return (
+        f"/health/detailed {status}: {health}\n"
+        f"{len(notable)} ERROR/WARNING lines, the last 60:\n"
+        + "\n".join(notable[-60:])
+        + "\nlast lines:\n"
+        + worker.tail(40)
     )
 
 
@@ -80,7 +98,7 @@ async def test_a_broker_restart_mid_run_loses_nothing(
     out = decoded(records)
     latest = {o["album_id"]: o for o in out}
     missing = set(gen.albums) - set(latest)
-    assert not missing, f"{len(missing)} albums lost: {sorted(missing)[:10]}"
+    assert not missing, f"{len(missing)} albums lost: {sorted(missing)[:10]}\n" + diagnose(worker)
     incomplete = [a for a, o in latest.items() if o["status"] != "complete"]
     assert not incomplete, f"{len(incomplete)} albums not complete"
     per_event = Counter(o["event_id"] for o in out)

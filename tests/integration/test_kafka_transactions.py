@@ -6,6 +6,7 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import MessageSizeTooLargeError
 
 
 async def _create_topic(servers: list[str], name: str, partitions: int = 1) -> None:
@@ -89,3 +90,44 @@ async def test_uncommitted_transaction_is_invisible_to_read_committed(
     finally:
         await tx.stop()
         await plain.stop()
+
+
+async def test_a_failed_delivery_is_seen_inside_the_transaction(
+    kafka: list[str], unique: str
+) -> None:
+    """The relay's rule (agents/relay.py): every delivery is awaited before the transaction
+    ends, so one the broker refused aborts the transaction instead of being left out of it
+    (aiokafka 0.14 fails a batch the broker refused, or one that found no leader in time,
+    without failing the commit: the transaction commits without it)."""
+    small, other = f"it-tx-small-{unique}", f"it-tx-other-{unique}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(small, 1, 1, topic_configs={"max.message.bytes": "512"}),
+                NewTopic(other, 1, 1),
+            ]
+        )
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, transactional_id=f"it-tx-fail-{unique}")
+    await producer.start()
+    try:
+        deliveries = []
+        failed: BaseException | None = None
+        try:
+            async with producer.transaction():
+                deliveries.append(await producer.send(other, b"beside it", partition=0))
+                # under the producer's limit, over the topic's: the broker refuses it
+                deliveries.append(await producer.send(small, b"x" * 4096, partition=0))
+                await asyncio.gather(*deliveries)
+        except Exception as exc:  # the refusal, raised before the commit
+            failed = exc
+        assert isinstance(failed, MessageSizeTooLargeError), repr(failed)
+        # the producer is usable again: the abort ended the transaction
+        async with producer.transaction():
+            await (await producer.send(other, b"next", partition=0))
+    finally:
+        await producer.stop()
+    assert await _read_all(kafka, other, "read_committed") == [b"next"]
