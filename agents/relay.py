@@ -29,7 +29,6 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.producer.transaction_manager import TransactionState
 from mode import Service
 
 from agents.direct import Message
@@ -119,12 +118,14 @@ class AssembledRelay(Service):
             raise
         self.producers[p] = producer
 
-    async def _discard_if_broken(self, partition: int, producer: AIOKafkaProducer) -> None:
-        """A producer whose failed transaction did not end in an abort is replaced by the next
-        batch: a new one with the same transactional id fences it and aborts what it left."""
-        if producer._txn_manager.state is TransactionState.READY:
-            return
-        log.warning("relay: partition %d: producer broken, a new one takes over", partition)
+    async def _discard(self, partition: int, producer: AIOKafkaProducer) -> None:
+        """After a failed transaction the next batch takes the partition with a new producer.
+
+        aiokafka keeps the sequence numbers of batches it expired (no leader in time), so after
+        a broker restart the same producer's every later send failed with
+        OutOfOrderSequenceNumber, and the relay retried it forever. A new producer with the
+        same transactional id gets a new epoch (sequences from zero), fences this one and
+        aborts whatever it left open; the partition's state is read again with it."""
         if self.producers.get(partition) is producer:
             del self.producers[partition]
             self.published_versions.pop(partition, None)
@@ -229,7 +230,10 @@ class AssembledRelay(Service):
             for delivery in deliveries:  # the first failure is raised; the rest are read here
                 if delivery.done() and not delivery.cancelled():
                     delivery.exception()
-            await self._discard_if_broken(tp.partition, producer)
+            log.warning(
+                "relay: partition %d: transaction failed, a new producer takes over", tp.partition
+            )
+            await self._discard(tp.partition, producer)
             raise
         state.update(pending)
         self.published += published
