@@ -91,6 +91,9 @@ app = App(
     # a killed worker's partitions move after this; heartbeats go 10x as often
     broker_session_timeout=settings.consumer_session_timeout_seconds,
     broker_heartbeat_interval=max(1.0, settings.consumer_session_timeout_seconds / 10),
+    # the group's leader assigns what its metadata shows: refreshed every 30 s, not every 5
+    # minutes, so a topic or partition it has not seen yet is not left out for long
+    consumer_metadata_max_age_ms=30_000,
     # discards local tables after an unclean shutdown (see streams/worker.py)
     Worker="streams.worker:Worker",
     # restores changelogs in bulk before Faust's per-event recovery (streams/recovery.py)

@@ -5,7 +5,9 @@ last one fails, without a pause (it waits on the update itself, and a refused co
 answers at once): a worker logged about 4,000 lines a second, 240,000 in a one-minute outage
 (tests/e2e/test_broker_restart.py). A long outage would fill the disk with one line. Here the
 aiokafka loggers let the same message (its template, not its arguments) through once per
-`window` seconds, with the count of what was left out since.
+`window` seconds, with the count of what was left out since. Only warnings and errors: the
+client's INFO lines (a group joined, partitions assigned) are few, and each one tells which
+group and partitions; folded together they hid a rebalance of one group behind another's.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ LOGGERS = (
 
 
 class RepeatFilter(logging.Filter):
-    """Passes a record whose (logger, level, template) was not passed in the last `window`
-    seconds; counts the others and says how many with the next one passed."""
+    """Passes a warning or error whose (logger, level, template) was not passed in the last
+    `window` seconds; counts the others and says how many with the next one passed."""
 
     def __init__(self, window: float = 10.0) -> None:
         super().__init__()
@@ -36,6 +38,8 @@ class RepeatFilter(logging.Filter):
         self._last: dict[tuple[str, int, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
         key = (record.name, record.levelno, str(record.msg))
         now = time.monotonic()
         seen = self._last.get(key)

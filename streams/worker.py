@@ -22,7 +22,9 @@ from typing import Any, cast
 
 import faust
 
+from streams.kafka_io import ensure_topics
 from streams.settings import settings
+from streams.topics import ALBUM_EVENTS, POST_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,11 @@ class Worker(faust.Worker):
         table_dir.mkdir(parents=True, exist_ok=True)
         discard_state_after_crash(table_dir)
         (table_dir / MARKER).write_text(f"pid {os.getpid()}\n")
+        # The agents' topics exist before Faust's consumer subscribes: a worker that joined
+        # while another was creating them kept "topic not found" in its metadata, and as the
+        # group's leader after a failover it left their partitions unassigned (the pipeline
+        # stood still until its next metadata refresh, 2 minutes in tests/e2e/test_cluster.py).
+        await ensure_topics([ALBUM_EVENTS, POST_EVENTS], settings.topic_partitions)
         await super().on_first_start()
 
     async def on_shutdown(self) -> None:

@@ -37,3 +37,15 @@ def test_install_covers_the_aiokafka_loggers_once() -> None:
     for name in logfilter.LOGGERS:
         filters = logging.getLogger(name).filters
         assert sum(isinstance(f, logfilter.RepeatFilter) for f in filters) == 1
+
+
+def test_info_lines_all_pass(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("aiokafka.consumer.test-info")
+    log.addFilter(logfilter.RepeatFilter(window=10))
+    with caplog.at_level(logging.INFO, logger=log.name):
+        for group in ("router", "watch", "relay"):
+            log.info("Setting newly assigned partitions %s for group %s", {0}, group)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Setting newly assigned partitions {{0}} for group {g}"
+        for g in ("router", "watch", "relay")
+    ]
