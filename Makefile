@@ -10,7 +10,7 @@ WORKER := bash compose/local/worker.sh
 PYTEST_ARGS ?=
 
 .PHONY: help run stop test test-cluster test-rules test-unit test-integration lint format typecheck bench-sinks stack-up stack-down \
-        stack-status worker-up worker-down worker-logs venv clean bench bench-ingest bench-state migrate
+        stack-status worker-up worker-down worker-logs venv clean bench bench-cluster bench-ingest bench-state migrate
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,7 +45,7 @@ stop: worker-down stack-down ## Stop the worker and the local stack
 test: venv stack-up migrate test-rules ## Run the whole test suite (starts the servers it needs)
 	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
 
-test-cluster: venv stack-up migrate ## Fault tests on a 3-broker KRaft cluster it starts beside the stack (~20 min)
+test-cluster: venv stack-up migrate ## Fault tests on a 3-broker KRaft cluster it starts beside the stack (~15 min)
 	$(PY) -m pytest -m cluster -s $(PYTEST_ARGS)
 
 test-rules: ## promtool check and unit tests of compose/prometheus/alerts.yml (promtool comes with stack-up)
@@ -87,6 +87,9 @@ bench-sinks: venv stack-up migrate ## End-to-end albums/s with all four sinks, p
 	$(PY) scripts/bench_assembler.py --albums 20000 --runs 3 --guarantee at_least_once \
 		--sinks s3,postgres,qdrant,neo4j
 	$(PY) scripts/bench_embeddings.py
+
+bench-cluster: venv ## Albums/s of 1, 2 and 3 workers on a 3-broker cluster it starts (medians, PNG)
+	$(PY) scripts/bench_cluster_scale.py --albums 10000 --runs 3
 
 bench-state: venv stack-up ## Peak memory with 1,000,000 albums in flight, restart and recovery times (PNG)
 	$(PY) scripts/bench_state.py --albums 1000000
