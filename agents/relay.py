@@ -12,7 +12,9 @@ partition):
 - the state is the highest version published per album, kept in a compacted topic written in
   the same transaction and restored (read_committed) when a partition is assigned; a repeated
   emission has a version already published and is dropped;
-- a transactional id per partition fences a zombie relay of a killed worker.
+- a transactional id per partition fences a zombie relay of a killed worker;
+- every delivery is awaited inside its transaction (aiokafka commits a transaction without a
+  batch it gave up on), and a failed transaction hands its partition to a new producer.
 
 A read_committed consumer of album.assembled therefore never sees an event_id twice. A
 partition whose producer could not start (the broker was away during the rebalance) is
