@@ -80,34 +80,51 @@ def main() -> None:
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = ",".join(servers)
     counts = [int(w) for w in args.workers.split(",")]
     medians: dict[int, float] = {}
+    cpu_per_k: dict[int, float] = {}
     try:
         for n in counts:
-            albums_s = []
+            albums_s, cpu, busy = [], [], []
             for i in range(args.runs):
                 r = run_assembler_benchmark(
                     servers, args.albums, "at_least_once", args.partitions, seed=i, workers=n
                 )
                 albums_s.append(r.albums_per_second)
+                cpu.append(1000 * (r.worker_cpu_seconds or 0.0) / r.albums)
+                busy.append(r.machine_busy or 0.0)
                 print(
                     f"x{n} run {i + 1}: {r.albums} albums ({r.events} events) in "
                     f"{r.seconds:.1f}s = {r.albums_per_second:,.0f} albums/s, "
-                    f"{r.duplicates} duplicates",
+                    f"{r.duplicates} duplicates; workers' CPU {r.worker_cpu_seconds or 0:.1f}s, "
+                    f"machine {100 * (r.machine_busy or 0):.0f}% busy",
                     flush=True,
                 )
             medians[n] = statistics.median(albums_s)
-            print(f"x{n}: median {medians[n]:,.0f} albums/s", flush=True)
+            cpu_per_k[n] = statistics.median(cpu)
+            print(
+                f"x{n}: median {medians[n]:,.0f} albums/s, {cpu_per_k[n]:.2f} worker CPU s per "
+                f"1,000 albums, machine {100 * statistics.median(busy):.0f}% busy",
+                flush=True,
+            )
     finally:
         if started:
             _kafka("down", args.port)
     base = medians[counts[0]]
     for n, m in medians.items():
-        print(f"{n} worker(s): {m:,.0f} albums/s = {m / base:.2f}x {counts[0]} worker(s)")
+        print(
+            f"{n} worker(s): {m:,.0f} albums/s = {m / base:.2f}x {counts[0]} worker(s); "
+            f"{cpu_per_k[n]:.2f} worker CPU s per 1,000 albums"
+        )
     print(f"on {os.cpu_count()} CPU cores, the three brokers on the same machine")
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    ax.bar([str(n) for n in medians], list(medians.values()))
-    ax.set_xlabel("worker processes")
-    ax.set_ylabel("albums/s (median)")
-    ax.set_title(f"3-broker cluster, RF 3, {args.partitions} partitions, {os.cpu_count()} cores")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    names = [str(n) for n in medians]
+    left.bar(names, list(medians.values()))
+    left.set_xlabel("worker processes")
+    left.set_ylabel("albums/s (median)")
+    left.set_title(f"3 brokers, RF 3, {args.partitions} partitions, {os.cpu_count()} cores")
+    right.bar(names, [cpu_per_k[n] for n in medians], color="tab:orange")
+    right.set_xlabel("worker processes")
+    right.set_ylabel("worker CPU s per 1,000 albums")
+    right.set_title("CPU the workers spend (median)")
     fig.tight_layout()
     args.png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.png, dpi=110)

@@ -47,6 +47,10 @@ class BenchResult:
     timeline: tuple[int, ...] = ()
     #: (sink, seconds until it had handled every album.assembled record)
     sink_seconds: tuple[tuple[str, float], ...] = ()
+    #: CPU seconds the worker processes (and their stage processes) used during the run
+    worker_cpu_seconds: float | None = None
+    #: share of the machine's CPU time that was busy during the run (0-1), every process
+    machine_busy: float | None = None
 
     @property
     def stored_albums_per_second(self) -> float | None:
@@ -59,6 +63,44 @@ class BenchResult:
     @property
     def albums_per_second(self) -> float:
         return self.albums / self.seconds
+
+
+def _cpu_of_tree(roots: list[int]) -> float:
+    """User + system CPU seconds used so far by `roots` and every live descendant of them.
+
+    Read from /proc (Linux; 0.0 elsewhere): psutil would do it, but is not a dependency of
+    the pipeline for one benchmark figure.
+    """
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    parent: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        pid = int(stat.parent.name)
+        parent[pid] = int(fields[1])
+        used[pid] = (int(fields[11]) + int(fields[12])) / tick
+    tree, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in tree:
+            continue
+        tree.add(pid)
+        todo.extend(child for child, ppid in parent.items() if ppid == pid)
+    return sum(used.get(pid, 0.0) for pid in tree)
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat ((0, 0) elsewhere)."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0, 0.0
+    ticks = [float(x) for x in first]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0.0)  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
 
 
 def _free_port() -> int:
@@ -221,10 +263,13 @@ def run_assembler_benchmark(
         procs = _Workers(env, Path(tmp), workers)
         try:
             procs.wait_healthy()
+            pids = [p.pid for p in procs.procs]
+            cpu0, (busy0, all0) = _cpu_of_tree(pids), _machine_cpu()
             t0, wall0 = time.monotonic(), time.time()
             t1, seen, total, stamps = asyncio.run(
                 _count_assembled(servers, prefix + "album.assembled", albums, within=900)
             )
+            cpu1, (busy1, all1) = _cpu_of_tree(pids), _machine_cpu()
             t2, parked = None, 0
             sink_done: dict[str, float] = {}
             if sinks:
@@ -255,6 +300,8 @@ def run_assembler_benchmark(
         workers=workers,
         timeline=_per_second(stamps, wall0),
         sink_seconds=tuple(sorted(sink_done.items())),
+        worker_cpu_seconds=cpu1 - cpu0,
+        machine_busy=(busy1 - busy0) / (all1 - all0) if all1 > all0 else None,
     )
 
 
