@@ -3,6 +3,7 @@ for a group that committed nothing, open transactions not counted; exported as m
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -41,6 +42,26 @@ async def _commit(servers: list[str], group: str, offsets: dict[TopicPartition, 
         await consumer.stop()
 
 
+async def _wait_for_metadata(consumer: AIOKafkaConsumer, counts: dict[str, int]) -> None:
+    """Until the client's metadata shows every partition of the just-created topics with a
+    leader (a measurement taken before it counts what it knows, which is the monitor's job,
+    not this test's)."""
+    cluster = consumer._client.cluster
+    for _ in range(150):
+        await consumer._client.force_metadata_update()
+        if all(
+            len(cluster.partitions_for_topic(t) or ()) == n
+            and all(
+                cluster.leader_for_partition(TopicPartition(t, p)) not in (None, -1)
+                for p in range(n)
+            )
+            for t, n in counts.items()
+        ):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"topics {counts} not all led after 30 s")
+
+
 async def test_lag_per_stage_and_topic(kafka: list[str]) -> None:
     run = uuid.uuid4().hex[:8]
     t1, t2 = f"lag-{run}-a", f"lag-{run}-b"
@@ -60,7 +81,9 @@ async def test_lag_per_stage_and_topic(kafka: list[str]) -> None:
     await admin.start()
     await consumer.start()
     try:
+        await _wait_for_metadata(consumer, {t1: 2, t2: 1})
         report = await measure(admin, consumer, groups)
+        assert set(report.partitions) >= {("one", t1, 0), ("one", t1, 1)}, report.partitions
         # g1: 10 - 4 on partition 0, nothing committed on partition 1 (6 from the log start)
         assert report.lag[("one", t1)] == 6 + 6
         assert report.lag[("two", t1)] == 16
