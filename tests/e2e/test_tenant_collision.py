@@ -53,6 +53,26 @@ def rec(topic: str, key: int, value: dict[str, Any], album_id: int) -> Record:
     return Record(topic, str(key).encode(), orjson.dumps(value), kind, album_id)
 
 
+async def assembled(pipeline: Pipeline, topic: str, albums: set[int]) -> dict[int, Any]:
+    """The latest album.assembled event of each album, once every one of `albums` has one."""
+    out = await consume_until(
+        pipeline.servers,
+        topic,
+        lambda rs: {o["album_id"] for o in decoded(rs)} >= albums,
+        within=120,
+    )
+    return {o["album_id"]: o for o in decoded(out)}
+
+
+def assert_own_vision(event: dict[str, Any], tenant: str, other: str) -> None:
+    """Complete, of `tenant`, with its own tenant's vision and none of `other`'s."""
+    assert event["status"] == "complete", event
+    assert event["tenant_id"] == tenant
+    text = orjson.dumps(event).decode()
+    assert f"seen by {tenant}" in text, text[:500]
+    assert f"seen by {other}" not in text, text[:500]
+
+
 async def test_colliding_post_ids_of_two_tenants_block_neither(
     pipeline: Pipeline, unique: str
 ) -> None:
@@ -74,21 +94,10 @@ async def test_colliding_post_ids_of_two_tenants_block_neither(
         [rec("posts.vision.analyzed", p, vision(a, p), x) for x in a_albums for p in posts[x]]
     )
     topic = pipeline.topic("album.assembled")
-    out = await consume_until(
-        pipeline.servers,
-        topic,
-        lambda rs: {o["album_id"] for o in decoded(rs)} >= set(a_albums),
-        within=120,
-    )
-    latest = {o["album_id"]: o for o in decoded(out)}
+    latest = await assembled(pipeline, topic, set(a_albums))
     # all of A's albums: complete, with A's vision only
     for x in a_albums:
-        event = latest[x]
-        assert event["status"] == "complete", event
-        assert event["tenant_id"] == a
-        text = orjson.dumps(event).decode()
-        assert f"seen by {a}" in text, text[:500]
-        assert f"seen by {b}" not in text, text[:500]
+        assert_own_vision(latest[x], a, b)
     # none of B's yet: its vision has not come, and A's was never given to it
     assert not set(b_albums) & set(latest), sorted(set(b_albums) & set(latest))
 
@@ -99,19 +108,8 @@ async def test_colliding_post_ids_of_two_tenants_block_neither(
             for p in posts[x]
         ]
     )
-    out = await consume_until(
-        pipeline.servers,
-        topic,
-        lambda rs: {o["album_id"] for o in decoded(rs)} >= set(a_albums) | set(b_albums),
-        within=120,
-    )
-    latest = {o["album_id"]: o for o in decoded(out)}
+    latest = await assembled(pipeline, topic, set(a_albums) | set(b_albums))
     for y in b_albums:
-        event = latest[y]
-        assert event["status"] == "complete", event
-        assert event["tenant_id"] == b
-        text = orjson.dumps(event).decode()
-        assert f"seen by {b}" in text, text[:500]
-        assert f"seen by {a}" not in text, text[:500]
+        assert_own_vision(latest[y], b, a)
     # A's albums were not touched by B's vision: still one version each
     assert all(o["version"] == 1 for o in latest.values())
